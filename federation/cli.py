@@ -1,0 +1,57 @@
+"""`binderfed`: the command line.
+
+Each subcommand lives in the module that owns its concern and exposes
+`add_arguments(parser)` and `run(args) -> int`. The CLI is the composition root, so
+it names modules from every layer; it loads them by name and only when their
+command runs, which keeps start-up fast and the package dependency arrow intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("router.serve", "run the launch router"),
+    "demo": ("router.demo", "run a local federation: router + dev members on loopback"),
+    "devhub": ("hub.devhub", "run a development member BinderHub (for demos and tests)"),
+    "check-config": ("federation.config_cli", "validate a router config file"),
+    "import-config": ("federation.config_cli:import_command", "convert the mybinder.org redirector's JSON config"),
+    "simulate": ("federation.simulate", "compare placement strategies on a launch trace"),
+}
+
+
+def _load(target: str):
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="binderfed", description="binder-federation: one Binder domain, many BinderHubs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (target, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _load(target).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(_load(COMMANDS[args.command][0]).run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Loading and validating the router's YAML configuration.
+
+The file is validated against `config/schema.json` before anything reads it, so
+every error names the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+from .members import Member
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+SCHEMA_PATH = CONFIG_DIR / "schema.json"
+DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
+
+
+class ConfigError(Exception):
+    """A configuration file is unreadable or invalid; the message says where and why."""
+
+    def __init__(self, source: str, key: str, problem: str):
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    period: float = 10.0
+    failed_period: float = 30.0
+    jitter: float = 0.1
+    timeout: float = 5.0
+    retries: int = 1
+    versions_policy: str = "ignore"
+
+
+@dataclass(frozen=True)
+class DataRule:
+    pattern: re.Pattern[str]
+    site: str
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    strategy: str = "bounded-affinity"
+    pod_headroom: int = 0
+    epsilon: float = 0.25
+    tiers: tuple[str, ...] = ("data", "cache", "affinity")
+    in_flight_ttl: float = 15.0
+    cache_ttl: float = 86400.0
+    panic: bool = True
+    data_rules: tuple[DataRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    forward: str = "redirect"
+    sticky_cookie: str = "binder-federation-member"
+    cookie_max_age_hours: float = 4.0
+    retry_after: int = 30
+    landing: str = "page"
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConsulSettings:
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8500"
+    service: str = "binder-federation"
+    datacenter: str = ""
+    token_env: str = "CONSUL_HTTP_TOKEN"
+    token_file: str = ""
+    wait: float = 60.0
+    exclude_critical: bool = True
+    retry_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    token_env: str = "BINDERFED_ADMIN_TOKEN"
+    token_file: str = ""
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    members: tuple[Member, ...] = ()
+    health: HealthSettings = field(default_factory=HealthSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
+    store_url: str = "memory://"
+    launch_log: str = "none"
+    consul: ConsulSettings = field(default_factory=ConsulSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    source: str = "<defaults>"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _key_path(path: Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    """Say what was expected in words an operator understands."""
+    if error.validator == "additionalProperties":
+        return f"unknown key ({error.message.split('(')[-1].rstrip(')')})"
+    if error.validator == "required":
+        return f"missing required key: {error.message}"
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
+    if error.validator == "type":
+        return f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    if error.validator == "pattern":
+        return f"{error.instance!r} does not have the expected form ({error.schema.get('description', error.validator_value)})"
+    return error.message
+
+
+def validate(data: Any, source: str) -> None:
+    """Raise ConfigError for the first (most relevant) schema violation."""
+    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        raise ConfigError(source, _key_path(error.absolute_path) or "(top level)", _explain(error))
+
+
+def parse(data: Any, source: str = "<config>") -> FederationConfig:
+    """Validate a decoded config document and build the typed configuration."""
+    if data is None:
+        data = {}
+    validate(data, source)
+    members = tuple(_member(m) for m in data.get("members", []))
+    _check_unique(members, source)
+    health = HealthSettings(**data.get("health", {}))
+    policy_data = dict(data.get("policy", {}))
+    rules = tuple(
+        DataRule(re.compile(rule["pattern"]), rule["site"]) for rule in policy_data.pop("data_rules", [])
+    )
+    if "tiers" in policy_data:
+        policy_data["tiers"] = tuple(policy_data["tiers"])
+    policy = PolicySettings(data_rules=rules, **policy_data)
+    router_data = dict(data.get("router", {}))
+    if "trusted_proxies" in router_data:
+        router_data["trusted_proxies"] = tuple(router_data["trusted_proxies"])
+    return FederationConfig(
+        members=members,
+        health=health,
+        policy=policy,
+        router=RouterSettings(**router_data),
+        store_url=data.get("store", {}).get("url", "memory://"),
+        launch_log=data.get("launch_log", {}).get("sink", "none"),
+        consul=ConsulSettings(**data.get("consul", {})),
+        admin=AdminSettings(**data.get("admin", {})),
+        source=source,
+    )
+
+
+def load(path: str | Path) -> FederationConfig:
+    """Read, validate and parse a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(str(path), where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    return parse(data, str(path))
+
+
+def _member(data: Mapping[str, Any]) -> Member:
+    return Member(
+        name=data["name"],
+        url=data["url"].rstrip("/"),
+        weight=float(data.get("weight", 1)),
+        prime=bool(data.get("prime", False)),
+        data_sites=tuple(data.get("data_sites", ())),
+        region=data.get("region", ""),
+        cached_repos=tuple(data.get("cached_repos", ())),
+        source="config",
+    )
+
+
+def _check_unique(members: tuple[Member, ...], source: str) -> None:
+    seen: dict[str, int] = {}
+    for index, member in enumerate(members):
+        if member.name in seen:
+            raise ConfigError(
+                source, f"members[{index}].name", f"duplicate member name {member.name!r} (also members[{seen[member.name]}])"
+            )
+        seen[member.name] = index

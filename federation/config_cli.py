@@ -1,0 +1,62 @@
+"""`binderfed check-config` and `binderfed import-config`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+from . import config
+from .redirector_config import convert
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="YAML config file to check")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = config.load(args.file)
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    primes = [m.name for m in cfg.members if m.prime]
+    print(f"{args.file}: ok ({len(cfg.members)} members, prime: {', '.join(primes) or 'none'}, "
+          f"strategy {cfg.policy.strategy}, store {cfg.store_url})")
+    return 0
+
+
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the redirector's JSON config (hosts, check, load_balancer, ...)")
+    parser.add_argument("-o", "--output", help="write the YAML here instead of standard output")
+
+
+def _import_run(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"error: {args.file}: cannot read JSON: {exc}", file=sys.stderr)
+        return 1
+    try:
+        converted, warnings = convert(data, args.file)
+        config.parse(converted, f"{args.file} (converted)")
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    text = "# Converted from the mybinder.org redirector config " + Path(args.file).name + "\n"
+    text += yaml.safe_dump(converted, sort_keys=False)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+import_command = SimpleNamespace(add_arguments=_import_arguments, run=_import_run)

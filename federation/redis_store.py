@@ -1,0 +1,866 @@
+"""The distributed store: router state shared by many replicas through Redis.
+
+URLs
+----
+``redis://[[user]:password@]host[:port][/db]``
+    A single Redis server (any URL `redis.asyncio.Redis.from_url` accepts).
+``rediss://...``
+    The same over TLS.
+``redis+sentinel://[[user:]password@]host[:port][,host2[:port2]...]/service_name[/db]``
+    Redis Sentinel. The hosts are sentinels (default port 26379); ``service_name`` is the
+    monitored master's name, and the store always talks to the current master
+    (`redis.asyncio.sentinel.Sentinel(...).master_for(service_name)`), following fail-overs.
+    The password (and user) authenticate to the master. Query parameters:
+    ``sentinel_password`` (sentinels that require their own password) and ``ssl=true``
+    (TLS to the master). Example:
+    ``redis+sentinel://s3cret@10.0.0.1:26379,10.0.0.2:26379/binderfed/0``.
+
+Keys (all under `key_prefix`, default ``binderfed:``)
+----------------------------------------------------
+==========================  =======  ==================================================
+``status``                  hash     member -> MemberStatus JSON
+``override``                hash     member -> Override JSON
+``ejection``                hash     member -> ejected until (unix time)
+``inflight-members``        set      members that may have launches in flight
+``inflight:<member>``       zset     launch id -> expiry time
+``image:<repo key>``        zset     member -> expiry time of the cached image
+``images``                  zset     "<repo key>\\0<member>" -> expiry time (cache_size)
+``launches``                stream   launch events, field ``e`` = event JSON
+``rate:<key>``              hash     fixed rate-limit window: ``s`` start, ``c`` count
+``lease:<name>``            hash     ``h`` holder, ``e`` expiry time
+==========================  =======  ==================================================
+
+Time
+----
+Every expiry (in-flight launches, images, rate windows, leases) is a score or field
+computed with the injected `clock`, which for routers is the host's NTP-synced
+``time.time``; Redis server time is never used for a decision, so a store behaves the
+same as `MemoryStore` under a test's fake clock. Redis key TTLs exist only to
+garbage-collect keys nobody reads any more; they are the logical lifetime plus
+`GC_MARGIN` seconds, so they never cut a live entry short while clocks agree within a
+minute.
+
+Round trips
+-----------
+`launch_state` and `record_launch` (the hot path of a launch) are one ``EVALSHA``
+each: one Lua script reads statuses, overrides, ejections, the in-flight counts (dropping
+expired launches and empty members on the way) and the holders of one repository
+(dropping expired images); another adds the launch to its member's sorted set and the
+event to the stream. Every other method is one round trip as well (a script or a
+transaction pipeline), except `recent_launches`, which pages through the stream.
+Scripts use keys derived from their arguments, so they need a single Redis (or a
+Sentinel-managed master), not Redis Cluster.
+
+`cache_size` is a ZREMRANGEBYSCORE + ZCARD of the ``images`` index: O(log N) plus
+the entries that have just expired, which `learn_image` also trims as it goes.
+
+The launch log is ``XADD MAXLEN ~ log_length``; entry ids are the event's own
+``timestamp`` in milliseconds (raised to the stream's last id when a replica's event is
+slightly older than the newest one), so `recent_launches(since)` is an ``XRANGE`` from
+``since`` plus an exact filter on ``timestamp``.
+
+Degradation
+-----------
+When Redis cannot be reached (connection refused or reset, socket timeouts of
+`socket_timeout` seconds, a Sentinel with no master) the store never raises: it sets
+``degraded = True``, logs ``store degraded: redis unreachable at ...`` once, and answers
+from an internal `MemoryStore` that mirrors what this replica last read and wrote: the
+last snapshot of statuses, overrides and ejections, the image holders it read or learned,
+its own in-flight launches and its own launch events. While degraded, calls do not touch
+Redis at all; a background task retries (``PING``) with exponential back-off from
+`backoff_initial` up to `backoff_max` seconds. Leases are granted while degraded, so
+every replica probes members itself. Rate-limit windows are counted locally.
+
+On reconnection, what this replica wrote while degraded is pushed back in one atomic
+script before ``degraded`` turns False and ``store recovered`` is logged:
+
+* in-flight launches that are still live (same launch ids, so a repeated push is harmless),
+  minus those settled locally meanwhile;
+* learned images (an entry's expiry only ever moves forward);
+* statuses, if newer (``checked_at``) than the one in Redis: every replica probed while
+  degraded and the leader overwrites them at its next probe anyway;
+* overrides set or cleared, if newer (``at``) than the one in Redis (an admin's change
+  made during the outage is not lost);
+* ejections (the later ``until`` wins);
+* launch events (bounded by `log_length`).
+
+Rate-limit counters and leases are not pushed back: they are short-lived by nature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from .members import MemberStatus, Override
+from .store import Clock, LaunchState, MemoryStore, Store
+
+log = logging.getLogger("binderfed.store")
+
+T = TypeVar("T")
+
+GC_MARGIN = 60.0          # seconds a key outlives its logical expiry (garbage collection only)
+SENTINEL_PORT = 26379
+RANGE_PAGE = 5000         # stream entries per XRANGE in recent_launches
+
+# Errors that mean "Redis is not there right now". RedisError covers ConnectionError,
+# TimeoutError, BusyLoadingError, ReadOnlyError after a fail-over, MasterNotFoundError...
+UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
+
+
+# --------------------------------------------------------------------------------------
+# URLs
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a store URL points."""
+
+    kind: str                                   # "redis" | "rediss" | "sentinel"
+    url: str = ""                               # for redis/rediss: the URL itself
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+    ssl: bool = False
+
+    def describe(self) -> str:
+        """The URL without credentials, for logs."""
+        if self.kind == "sentinel":
+            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return f"redis+sentinel://{hosts}/{self.service}/{self.db}"
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):  # [ipv6]:port
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if not host:
+        raise ValueError(f"empty host in {text!r}")
+    try:
+        return host, int(port) if port else default_port
+    except ValueError:
+        raise ValueError(f"bad port in {text!r}") from None
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse a store URL (see the module docstring); raises ValueError naming what is wrong."""
+    if url.startswith(("redis://", "rediss://")):
+        parts = urlsplit(url)
+        if not parts.hostname and not parts.path.startswith("/"):
+            raise ValueError(f"store URL {url!r}: expected redis://host[:port][/db]")
+        db_text = parts.path.strip("/") or "0"
+        if not db_text.isdigit():
+            raise ValueError(f"store URL {url!r}: database must be a number, got {db_text!r}")
+        return RedisTarget(kind="rediss" if parts.scheme == "rediss" else "redis", url=url, db=int(db_text),
+                           username=unquote(parts.username) if parts.username else None,
+                           password=unquote(parts.password) if parts.password else None,
+                           ssl=parts.scheme == "rediss")
+    if not url.startswith("redis+sentinel://"):
+        raise ValueError(f"store URL {url!r}: expected redis://, rediss:// or redis+sentinel://")
+    rest = url[len("redis+sentinel://"):]
+    rest, _, query = rest.partition("?")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at:
+        userinfo, hostpart = "", rest
+    username = password = None
+    if userinfo:
+        if ":" in userinfo:
+            user, _, pw = userinfo.partition(":")
+            username, password = (unquote(user) or None), unquote(pw)
+        else:
+            password = unquote(userinfo)
+    hosts, _, path = hostpart.partition("/")
+    segments = [s for s in path.split("/") if s]
+    if not hosts:
+        raise ValueError(f"store URL {url!r}: no sentinel host (redis+sentinel://host:port[,host:port]/service[/db])")
+    if not segments:
+        raise ValueError(f"store URL {url!r}: no service name (redis+sentinel://host:port[,host:port]/service[/db])")
+    if len(segments) > 2:
+        raise ValueError(f"store URL {url!r}: too many path segments, expected /service[/db]")
+    db = 0
+    if len(segments) == 2:
+        if not segments[1].isdigit():
+            raise ValueError(f"store URL {url!r}: database must be a number, got {segments[1]!r}")
+        db = int(segments[1])
+    try:
+        sentinels = tuple(_host_port(h, SENTINEL_PORT) for h in hosts.split(",") if h.strip())
+    except ValueError as exc:
+        raise ValueError(f"store URL {url!r}: {exc}") from None
+    params = {k: v[-1] for k, v in parse_qs(query).items()}
+    return RedisTarget(kind="sentinel", sentinels=sentinels, service=unquote(segments[0]), db=db,
+                       username=username, password=password,
+                       sentinel_password=params.get("sentinel_password"),
+                       ssl=params.get("ssl", "").lower() in ("1", "true", "yes"))
+
+
+# --------------------------------------------------------------------------------------
+# Lua scripts (each is one EVALSHA, run atomically by Redis)
+# --------------------------------------------------------------------------------------
+# KEYS: status, override, ejection, inflight-members[, image:<repo>]
+# ARGV: now, inflight key prefix
+LAUNCH_STATE = """
+local now = ARGV[1]
+local counts = {}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  local k = ARGV[2] .. m
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+  local n = redis.call('ZCARD', k)
+  if n == 0 then redis.call('SREM', KEYS[4], m) else counts[#counts + 1] = m; counts[#counts + 1] = n end
+end
+local holders = {}
+if KEYS[5] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  holders = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
+end
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]),
+        counts, holders}
+"""
+
+# KEYS: inflight-members   ARGV: now, inflight key prefix
+IN_FLIGHT = """
+local counts = {}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local k = ARGV[2] .. m
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[1])
+  local n = redis.call('ZCARD', k)
+  if n == 0 then redis.call('SREM', KEYS[1], m) else counts[#counts + 1] = m; counts[#counts + 1] = n end
+end
+return counts
+"""
+
+# Shared by RECORD_LAUNCH and PUSH: append one event, its id at least the stream's last id.
+_XADD_FUNCTION = """
+local function add_event(stream, ts_ms, payload, maxlen)
+  local ms = tonumber(ts_ms) or 0
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if last[1] then
+    local last_ms = tonumber(string.match(last[1][1], '^(%d+)'))
+    if last_ms and last_ms > ms then ms = last_ms end
+  end
+  local ok = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, string.format('%.0f', ms) .. '-*', 'e', payload)
+  if type(ok) == 'table' and ok.err then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', payload)
+  end
+end
+local function extend_ttl(key, ms)
+  if redis.call('PTTL', key) < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
+end
+"""
+
+# KEYS: inflight:<member>, inflight-members, launches
+# ARGV: member, launch id, expiry, gc ttl ms, event JSON ('' = none), event ms, maxlen
+RECORD_LAUNCH = _XADD_FUNCTION + """
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+extend_ttl(KEYS[1], ARGV[4])
+if ARGV[5] ~= '' then add_event(KEYS[3], ARGV[6], ARGV[5], ARGV[7]) end
+return 1
+"""
+
+# KEYS: inflight:<member>, inflight-members   ARGV: now, count, member
+SETTLE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local n = tonumber(ARGV[2])
+if n > 0 then redis.call('ZPOPMIN', KEYS[1], n) end
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end
+return 1
+"""
+
+# KEYS: image:<repo>, images   ARGV: member, expiry, index member, now, gc ttl ms
+LEARN_IMAGE = _XADD_FUNCTION + """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+extend_ttl(KEYS[1], ARGV[5])
+return 1
+"""
+
+# KEYS: image:<repo>   ARGV: now
+HOLDERS = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+"""
+
+# KEYS: rate:<key>   ARGV: now, window, gc ttl ms
+# Returns {count, window start} (the start as a string: Lua numbers come back truncated).
+HIT = """
+local now = tonumber(ARGV[1])
+local start = redis.call('HGET', KEYS[1], 's')
+local count
+if (not start) or now - tonumber(start) >= tonumber(ARGV[2]) then
+  start = ARGV[1]
+  count = 1
+  redis.call('HSET', KEYS[1], 's', start, 'c', 1)
+else
+  count = redis.call('HINCRBY', KEYS[1], 'c', 1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {count, start}
+"""
+
+# KEYS: lease:<name>   ARGV: holder, now, expiry, gc ttl ms
+ACQUIRE = """
+local current = redis.call('HMGET', KEYS[1], 'h', 'e')
+if (not current[1]) or current[1] == ARGV[1] or tonumber(current[2]) <= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'h', ARGV[1], 'e', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lease:<name>   ARGV: holder
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# What a replica wrote while degraded, in one go (see "Degradation" in the module docstring).
+# KEYS: status, override, ejection, inflight-members, launches, images
+# ARGV: payload JSON, key prefix, now, maxlen, gc margin ms
+PUSH = _XADD_FUNCTION + """
+local p = cjson.decode(ARGV[1])
+local prefix = ARGV[2]
+local now = tonumber(ARGV[3])
+local margin = tonumber(ARGV[5])
+local function field_of(hash, name, key)
+  local raw = redis.call('HGET', hash, name)
+  if not raw then return nil end
+  local ok, value = pcall(cjson.decode, raw)
+  if ok and type(value) == 'table' then return tonumber(value[key]) or 0 end
+  return 0
+end
+for _, s in ipairs(p.statuses) do
+  local current = field_of(KEYS[1], s[1], 'checked_at')
+  if (not current) or current <= tonumber(s[3]) then redis.call('HSET', KEYS[1], s[1], s[2]) end
+end
+for _, o in ipairs(p.overrides) do
+  local current = field_of(KEYS[2], o[1], 'at')
+  if (not current) or current <= tonumber(o[3]) then
+    if o[2] == '' then redis.call('HDEL', KEYS[2], o[1]) else redis.call('HSET', KEYS[2], o[1], o[2]) end
+  end
+end
+for _, e in ipairs(p.ejections) do
+  local current = tonumber(redis.call('HGET', KEYS[3], e[1]))
+  if (not current) or current < tonumber(e[2]) then redis.call('HSET', KEYS[3], e[1], e[2]) end
+end
+for _, l in ipairs(p.launches) do
+  local key = prefix .. 'inflight:' .. l[1]
+  redis.call('ZADD', key, l[3], l[2])
+  redis.call('SADD', KEYS[4], l[1])
+  extend_ttl(key, math.ceil((tonumber(l[3]) - now + margin) * 1000))
+end
+for _, i in ipairs(p.images) do
+  local key = prefix .. 'image:' .. i[1]
+  redis.call('ZADD', key, 'GT', i[3], i[2])
+  redis.call('ZADD', KEYS[6], 'GT', i[3], i[1] .. '\\0' .. i[2])
+  extend_ttl(key, math.ceil((tonumber(i[3]) - now + margin) * 1000))
+end
+for _, e in ipairs(p.events) do add_event(KEYS[5], e[1], e[2], ARGV[4]) end
+return 1
+"""
+
+
+# --------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------
+@dataclass
+class _Journal:
+    """What this replica wrote while degraded, to push back on recovery."""
+
+    statuses: dict[str, MemberStatus] = field(default_factory=dict)
+    overrides: dict[str, tuple[Override | None, float]] = field(default_factory=dict)  # (override, when)
+    ejections: dict[str, float] = field(default_factory=dict)
+    launches: list[tuple[str, str, float]] = field(default_factory=list)   # (member, launch id, expiry)
+    images: dict[tuple[str, str], float] = field(default_factory=dict)     # (repo, member) -> expiry
+    events: collections.deque[tuple[int, str]] = field(default_factory=collections.deque)  # (ms, JSON)
+
+    def empty(self) -> bool:
+        return not (self.statuses or self.overrides or self.ejections or self.launches or self.images
+                    or self.events)
+
+    def merge_older(self, older: "_Journal") -> None:
+        """Put back a journal whose push failed, under what was written since."""
+        for name, status in older.statuses.items():
+            self.statuses.setdefault(name, status)
+        for name, override in older.overrides.items():
+            self.overrides.setdefault(name, override)
+        for name, until in older.ejections.items():
+            self.ejections[name] = max(until, self.ejections.get(name, until))
+        self.launches[:0] = older.launches
+        for key, expiry in older.images.items():
+            self.images[key] = max(expiry, self.images.get(key, expiry))
+        maxlen = self.events.maxlen
+        self.events = collections.deque([*older.events, *self.events], maxlen=maxlen)
+
+
+def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
+    return list(zip(flat[0::2], flat[1::2]))
+
+
+def _event_ms(event: Mapping[str, Any]) -> int:
+    try:
+        ts = float(event.get("timestamp", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+    return max(0, math.floor(ts * 1000)) if math.isfinite(ts) else 0
+
+
+class RedisStore(Store):
+    """Router state shared by replicas through Redis, degrading to local memory when it is away."""
+
+    def __init__(self, url: str, clock: Clock = time.time, key_prefix: str = "binderfed:",
+                 log_length: int = 100_000, *, socket_timeout: float = 0.5, connect_timeout: float = 0.5,
+                 backoff_initial: float = 0.5, backoff_max: float = 10.0):
+        super().__init__(clock)
+        self.target = parse_redis_url(url)
+        self.key_prefix = key_prefix
+        self.log_length = log_length
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        # A call never waits longer than this for Redis, whatever the client library does.
+        self.op_timeout = socket_timeout + connect_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.degraded = False
+        self.last_error: str = ""
+        self._fallback = MemoryStore(clock, log_length=min(log_length, 10_000))
+        self._journal = self._new_journal()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._sentinel: Sentinel | None = None
+        self._redis = self._make_client()
+        p = key_prefix
+        self._k_status, self._k_override, self._k_ejection = p + "status", p + "override", p + "ejection"
+        self._k_inflight_members, self._k_inflight = p + "inflight-members", p + "inflight:"
+        self._k_image, self._k_images = p + "image:", p + "images"
+        self._k_launches, self._k_rate, self._k_lease = p + "launches", p + "rate:", p + "lease:"
+        r = self._redis
+        self._launch_state = r.register_script(LAUNCH_STATE)
+        self._in_flight = r.register_script(IN_FLIGHT)
+        self._record_launch = r.register_script(RECORD_LAUNCH)
+        self._settle = r.register_script(SETTLE)
+        self._learn_image = r.register_script(LEARN_IMAGE)
+        self._holders = r.register_script(HOLDERS)
+        self._hit = r.register_script(HIT)
+        self._acquire = r.register_script(ACQUIRE)
+        self._release = r.register_script(RELEASE)
+        self._push = r.register_script(PUSH)
+        self._scripts = [self._launch_state, self._in_flight, self._record_launch, self._settle,
+                         self._learn_image, self._holders, self._hit, self._acquire, self._release, self._push]
+
+    def _new_journal(self) -> _Journal:
+        return _Journal(events=collections.deque(maxlen=self.log_length))
+
+    def _make_client(self) -> aioredis.Redis:
+        common: dict[str, Any] = dict(
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            # One quick retry on a fresh connection (a pooled connection may be stale after
+            # a Redis restart); timeouts are not retried: the fallback answers instead.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            decode_responses=True,
+            health_check_interval=0,
+        )
+        t = self.target
+        if t.kind != "sentinel":
+            return aioredis.Redis.from_url(t.url, **common)
+        sentinel_kwargs: dict[str, Any] = dict(socket_timeout=self.socket_timeout,
+                                               socket_connect_timeout=self.connect_timeout,
+                                               retry=Retry(NoBackoff(), 0))
+        if t.sentinel_password:
+            sentinel_kwargs["password"] = t.sentinel_password
+        self._sentinel = Sentinel(list(t.sentinels), sentinel_kwargs=sentinel_kwargs)
+        return self._sentinel.master_for(t.service, db=t.db, username=t.username, password=t.password,
+                                         ssl=t.ssl, **common)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and load the scripts; if Redis is down, start degraded and keep retrying."""
+        self._closed = False
+        try:
+            async with asyncio.timeout(self.op_timeout * 2):
+                await self._redis.ping()
+                for script in self._scripts:
+                    script.sha = await self._redis.script_load(script.script)
+        except UNREACHABLE as exc:
+            self._degrade(exc)
+
+    async def close(self) -> None:
+        self._closed = True
+        task, self._reconnect_task = self._reconnect_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self._redis.aclose()
+        except UNREACHABLE:
+            pass
+        if self._sentinel is not None:
+            for client in self._sentinel.sentinels:
+                try:
+                    await client.aclose()
+                except UNREACHABLE:
+                    pass
+
+    # -- degradation -------------------------------------------------------------------
+    def _degrade(self, exc: BaseException) -> None:
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self.last_error = cause
+        if self.degraded:
+            return
+        self.degraded = True
+        log.warning("store degraded: redis unreachable at %s: %s", self.target.describe(), cause,
+                    extra={"store": self.target.describe(), "cause": cause})
+        if not self._closed and (self._reconnect_task is None or self._reconnect_task.done()):
+            self._reconnect_task = asyncio.get_running_loop().create_task(
+                self._reconnect(), name="redis-store-reconnect")
+
+    async def _reconnect(self) -> None:
+        delay = self.backoff_initial
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(self.op_timeout):
+                    await self._redis.ping()
+                await self._push_journal()
+            except UNREACHABLE as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.debug("store still degraded (%s); next attempt in %.1f s", self.last_error,
+                          min(delay * 2, self.backoff_max))
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            # No await between the journal's last push and this line: nothing written
+            # while degraded can be left behind.
+            self.degraded = False
+            log.info("store recovered: redis reachable again at %s", self.target.describe(),
+                     extra={"store": self.target.describe()})
+            return
+
+    async def _push_journal(self) -> None:
+        while not self._journal.empty():
+            journal, self._journal = self._journal, self._new_journal()
+            now = self.clock()
+            payload = {
+                "statuses": [[n, json.dumps(s.to_json()), repr(s.checked_at)] for n, s in journal.statuses.items()],
+                "overrides": [[n, json.dumps(o.to_json()) if o is not None else "", repr(o.at if o else when)]
+                              for n, (o, when) in journal.overrides.items()],
+                "ejections": [[n, repr(until)] for n, until in journal.ejections.items()],
+                "launches": [[m, i, repr(e)] for m, i, e in journal.launches if e > now],
+                "images": [[r, m, repr(e)] for (r, m), e in journal.images.items() if e > now],
+                "events": [[str(ms), payload] for ms, payload in journal.events],
+            }
+            try:
+                async with asyncio.timeout(self.op_timeout * 4):
+                    await self._push(
+                        keys=[self._k_status, self._k_override, self._k_ejection, self._k_inflight_members,
+                              self._k_launches, self._k_images],
+                        args=[json.dumps(payload), self.key_prefix, repr(now), self.log_length,
+                              int(GC_MARGIN * 1000)])
+            except BaseException:
+                self._journal.merge_older(journal)
+                raise
+
+    async def _call(self, remote: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]],
+                    journal: Callable[[], None] | None = None) -> T:
+        """Run `remote` against Redis, or `local` (and `journal`) when Redis is away."""
+        if not self.degraded:
+            try:
+                async with asyncio.timeout(self.op_timeout):
+                    return await remote()
+            except UNREACHABLE as exc:
+                self._degrade(exc)
+        if journal is not None:
+            journal()
+        return await local()
+
+    async def _nothing(self) -> None:
+        return None
+
+    def _gc_ms(self, ttl: float) -> int:
+        return max(1, math.ceil((ttl + GC_MARGIN) * 1000))
+
+    # -- mirroring what was read into the fallback -----------------------------------------
+    async def _mirror(self, statuses: Mapping[str, MemberStatus] | None = None,
+                      overrides: Mapping[str, Override] | None = None,
+                      ejections: Mapping[str, float] | None = None) -> None:
+        fb = self._fallback
+        if statuses is not None:
+            for status in statuses.values():
+                await fb.put_status(status)
+        if overrides is not None:
+            for name in (await fb.overrides()).keys() - overrides.keys():
+                await fb.set_override(name, None)
+            for name, override in overrides.items():
+                await fb.set_override(name, override)
+        if ejections is not None:
+            for name, until in ejections.items():
+                await fb.set_ejection(name, until)
+
+    async def _mirror_holders(self, repo_key: str, scored: list[tuple[str, float]], now: float) -> None:
+        fb = self._fallback
+        live = {m for m, _ in scored}
+        for member in await fb.image_holders(repo_key):
+            if member not in live:
+                await fb.learn_image(repo_key, member, 0.0)  # expire it locally too
+        for member, expiry in scored:
+            await fb.learn_image(repo_key, member, expiry - now)
+
+    @staticmethod
+    def _decode_statuses(flat: Any) -> dict[str, MemberStatus]:
+        items = flat.items() if isinstance(flat, dict) else _pairs(flat)
+        out = {}
+        for name, raw in items:
+            try:
+                out[name] = MemberStatus.from_json(name, json.loads(raw))
+            except (ValueError, TypeError) as exc:
+                log.warning("ignoring unreadable status of member %s in redis: %s", name, exc)
+        return out
+
+    @staticmethod
+    def _decode_overrides(flat: Any) -> dict[str, Override]:
+        items = flat.items() if isinstance(flat, dict) else _pairs(flat)
+        out = {}
+        for name, raw in items:
+            try:
+                out[name] = Override.from_json(json.loads(raw))
+            except (ValueError, TypeError) as exc:
+                log.warning("ignoring unreadable override of member %s in redis: %s", name, exc)
+        return out
+
+    @staticmethod
+    def _decode_ejections(flat: Any) -> dict[str, float]:
+        items = flat.items() if isinstance(flat, dict) else _pairs(flat)
+        out = {}
+        for name, raw in items:
+            try:
+                out[name] = float(raw)
+            except (ValueError, TypeError):
+                log.warning("ignoring unreadable ejection of member %s in redis: %r", name, raw)
+        return out
+
+    # -- hot path ----------------------------------------------------------------------
+    async def launch_state(self, repo_key: str | None) -> LaunchState:
+        async def remote() -> LaunchState:
+            now = self.clock()
+            keys = [self._k_status, self._k_override, self._k_ejection, self._k_inflight_members]
+            if repo_key:
+                keys.append(self._k_image + repo_key)
+            raw = await self._launch_state(keys=keys, args=[repr(now), self._k_inflight])
+            statuses = self._decode_statuses(raw[0])
+            overrides = self._decode_overrides(raw[1])
+            ejections = self._decode_ejections(raw[2])
+            in_flight = {m: int(n) for m, n in _pairs(raw[3])}
+            scored = [(m, float(s)) for m, s in _pairs(raw[4])]
+            await self._mirror(statuses, overrides, ejections)
+            if repo_key:
+                await self._mirror_holders(repo_key, scored, now)
+            return LaunchState(statuses=statuses, in_flight=in_flight, overrides=overrides,
+                               ejections=ejections, holders=frozenset(m for m, _ in scored))
+
+        return await self._call(remote, lambda: self._fallback.launch_state(repo_key))
+
+    async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None) -> None:
+        launch_id = uuid.uuid4().hex
+        expiry = self.clock() + ttl
+        payload = json.dumps(dict(event), default=str) if event is not None else ""
+        ms = _event_ms(event) if event is not None else 0
+        await self._fallback.record_launch(member, ttl, event)
+
+        async def remote() -> None:
+            await self._record_launch(
+                keys=[self._k_inflight + member, self._k_inflight_members, self._k_launches],
+                args=[member, launch_id, repr(expiry), self._gc_ms(ttl), payload, ms, self.log_length])
+
+        def journal() -> None:
+            self._journal.launches.append((member, launch_id, expiry))
+            if event is not None:
+                self._journal.events.append((ms, payload))
+
+        await self._call(remote, self._nothing, journal)
+
+    # -- member status -------------------------------------------------------------------
+    async def put_status(self, status: MemberStatus) -> None:
+        await self._fallback.put_status(status)
+
+        async def remote() -> None:
+            await self._redis.hset(self._k_status, status.name, json.dumps(status.to_json()))
+
+        await self._call(remote, self._nothing, lambda: self._journal.statuses.__setitem__(status.name, status))
+
+    async def statuses(self) -> dict[str, MemberStatus]:
+        async def remote() -> dict[str, MemberStatus]:
+            statuses = self._decode_statuses(await self._redis.hgetall(self._k_status))
+            await self._mirror(statuses=statuses)
+            return statuses
+
+        return await self._call(remote, self._fallback.statuses)
+
+    async def settle_in_flight(self, member: str, seen: int) -> None:
+        await self._fallback.settle_in_flight(member, seen)
+        now = self.clock()
+
+        async def remote() -> None:
+            await self._settle(keys=[self._k_inflight + member, self._k_inflight_members],
+                               args=[repr(now), max(int(seen), 0), member])
+
+        def journal() -> None:
+            # Forget the same launches locally: the oldest live ones of this member.
+            launches = self._journal.launches
+            mine = sorted((e, i) for i, (m, _, e) in enumerate(launches) if m == member and e > now)
+            drop = {i for _, i in mine[:max(int(seen), 0)]}
+            self._journal.launches = [entry for i, entry in enumerate(launches) if i not in drop]
+
+        await self._call(remote, self._nothing, journal)
+
+    async def in_flight(self) -> dict[str, int]:
+        async def remote() -> dict[str, int]:
+            raw = await self._in_flight(keys=[self._k_inflight_members], args=[repr(self.clock()), self._k_inflight])
+            return {m: int(n) for m, n in _pairs(raw)}
+
+        return await self._call(remote, self._fallback.in_flight)
+
+    # -- image-cache map -------------------------------------------------------------------
+    async def learn_image(self, repo_key: str, member: str, ttl: float) -> None:
+        now = self.clock()
+        expiry = now + ttl
+        await self._fallback.learn_image(repo_key, member, ttl)
+
+        async def remote() -> None:
+            await self._learn_image(keys=[self._k_image + repo_key, self._k_images],
+                                    args=[member, repr(expiry), f"{repo_key}\0{member}", repr(now),
+                                          self._gc_ms(ttl)])
+
+        await self._call(remote, self._nothing,
+                         lambda: self._journal.images.__setitem__((repo_key, member), expiry))
+
+    async def image_holders(self, repo_key: str) -> frozenset[str]:
+        async def remote() -> frozenset[str]:
+            now = self.clock()
+            raw = await self._holders(keys=[self._k_image + repo_key], args=[repr(now)])
+            scored = [(m, float(s)) for m, s in _pairs(raw)]
+            await self._mirror_holders(repo_key, scored, now)
+            return frozenset(m for m, _ in scored)
+
+        return await self._call(remote, lambda: self._fallback.image_holders(repo_key))
+
+    async def cache_size(self) -> int:
+        async def remote() -> int:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(self._k_images, "-inf", repr(self.clock()))
+                pipe.zcard(self._k_images)
+                _, size = await pipe.execute()
+            return int(size)
+
+        return await self._call(remote, self._fallback.cache_size)
+
+    # -- overrides and passive health ------------------------------------------------------
+    async def set_override(self, member: str, override: Override | None) -> None:
+        await self._fallback.set_override(member, override)
+        when = self.clock()
+
+        async def remote() -> None:
+            if override is None:
+                await self._redis.hdel(self._k_override, member)
+            else:
+                await self._redis.hset(self._k_override, member, json.dumps(override.to_json()))
+
+        await self._call(remote, self._nothing,
+                         lambda: self._journal.overrides.__setitem__(member, (override, when)))
+
+    async def overrides(self) -> dict[str, Override]:
+        async def remote() -> dict[str, Override]:
+            overrides = self._decode_overrides(await self._redis.hgetall(self._k_override))
+            await self._mirror(overrides=overrides)
+            return overrides
+
+        return await self._call(remote, self._fallback.overrides)
+
+    async def set_ejection(self, member: str, until: float) -> None:
+        await self._fallback.set_ejection(member, until)
+
+        async def remote() -> None:
+            await self._redis.hset(self._k_ejection, member, repr(float(until)))
+
+        await self._call(remote, self._nothing, lambda: self._journal.ejections.__setitem__(member, until))
+
+    async def ejections(self) -> dict[str, float]:
+        async def remote() -> dict[str, float]:
+            ejections = self._decode_ejections(await self._redis.hgetall(self._k_ejection))
+            await self._mirror(ejections=ejections)
+            return ejections
+
+        return await self._call(remote, self._fallback.ejections)
+
+    # -- launch log --------------------------------------------------------------------------
+    async def recent_launches(self, since: float) -> list[dict[str, Any]]:
+        async def remote() -> list[dict[str, Any]]:
+            start = f"{max(0, math.floor(since * 1000))}-0" if since > 0 else "-"
+            events: list[dict[str, Any]] = []
+            while True:
+                page = await self._redis.xrange(self._k_launches, start, "+", count=RANGE_PAGE)
+                for _, fields in page:
+                    try:
+                        event = json.loads(fields["e"])
+                    except (KeyError, ValueError, TypeError):
+                        continue
+                    if isinstance(event, dict) and event.get("timestamp", 0) >= since:
+                        events.append(event)
+                if len(page) < RANGE_PAGE:
+                    return events
+                start = "(" + page[-1][0]
+
+        return await self._call(remote, lambda: self._fallback.recent_launches(since))
+
+    # -- rate limits and leadership -----------------------------------------------------------
+    async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
+        async def remote() -> tuple[bool, float]:
+            now = self.clock()
+            count, start = await self._hit(keys=[self._k_rate + key], args=[repr(now), repr(float(window)),
+                                                                           self._gc_ms(window)])
+            return int(count) <= limit, max(0.0, float(start) + window - now)
+
+        return await self._call(remote, lambda: self._fallback.hit(key, limit, window))
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        async def remote() -> bool:
+            now = self.clock()
+            return bool(await self._acquire(keys=[self._k_lease + name],
+                                            args=[holder, repr(now), repr(now + ttl), self._gc_ms(ttl)]))
+
+        async def local() -> bool:
+            return True  # degraded: every replica probes members itself
+
+        return await self._call(remote, local)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        async def remote() -> None:
+            await self._release(keys=[self._k_lease + name], args=[holder])
+
+        await self._call(remote, self._nothing)

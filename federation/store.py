@@ -1,0 +1,248 @@
+"""Router state: one interface, an embedded in-memory default and (later) Redis.
+
+The store holds what changes while the federation runs and must be shared by all
+router replicas: member status, in-flight launches, the image-cache map, admin
+overrides, passive-health ejections, the launch event log, rate-limit counters
+and the prober's leader lease. Membership itself comes from `federation.sources`.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .members import MemberStatus, Override
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class LaunchState:
+    """Everything the hot path of one launch reads from the store, in one call."""
+
+    statuses: Mapping[str, MemberStatus]
+    in_flight: Mapping[str, int]
+    overrides: Mapping[str, Override]
+    ejections: Mapping[str, float]
+    holders: frozenset[str] = field(default_factory=frozenset)
+
+
+class Store(abc.ABC):
+    """Shared router state. Every method is a coroutine so Redis can implement it."""
+
+    degraded: bool = False  # True while a shared store is unreachable and a local fallback serves
+
+    def __init__(self, clock: Clock = time.time):
+        self.clock = clock
+
+    async def start(self) -> None:
+        """Connect; called once by the app before serving."""
+
+    async def close(self) -> None:
+        """Disconnect; called once on shutdown."""
+
+    # -- hot path of a launch --------------------------------------------------------
+    @abc.abstractmethod
+    async def launch_state(self, repo_key: str | None) -> LaunchState:
+        """Statuses, in-flight counts, overrides, ejections and the image holders of one repository."""
+
+    @abc.abstractmethod
+    async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None) -> None:
+        """Count one launch in flight on `member` for `ttl` seconds and append `event` to the launch log."""
+
+    # -- member status (written by the prober) -----------------------------------------
+    @abc.abstractmethod
+    async def put_status(self, status: MemberStatus) -> None: ...
+
+    @abc.abstractmethod
+    async def statuses(self) -> dict[str, MemberStatus]: ...
+
+    @abc.abstractmethod
+    async def settle_in_flight(self, member: str, seen: int) -> None:
+        """A probe shows `seen` more pods than the previous one: forget that many oldest in-flight launches."""
+
+    @abc.abstractmethod
+    async def in_flight(self) -> dict[str, int]: ...
+
+    # -- image-cache map ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def learn_image(self, repo_key: str, member: str, ttl: float) -> None:
+        """Remember that `member` holds the image of `repo_key` for `ttl` seconds (refreshed when seen again)."""
+
+    @abc.abstractmethod
+    async def image_holders(self, repo_key: str) -> frozenset[str]: ...
+
+    @abc.abstractmethod
+    async def cache_size(self) -> int:
+        """Number of live (repository, member) entries in the image-cache map."""
+
+    # -- operator overrides and passive health -----------------------------------------
+    @abc.abstractmethod
+    async def set_override(self, member: str, override: Override | None) -> None: ...
+
+    @abc.abstractmethod
+    async def overrides(self) -> dict[str, Override]: ...
+
+    @abc.abstractmethod
+    async def set_ejection(self, member: str, until: float) -> None: ...
+
+    @abc.abstractmethod
+    async def ejections(self) -> dict[str, float]: ...
+
+    # -- launch event log --------------------------------------------------------------
+    @abc.abstractmethod
+    async def recent_launches(self, since: float) -> list[dict[str, Any]]:
+        """Launch events with a timestamp >= since, oldest first."""
+
+    # -- rate limits and leadership ----------------------------------------------------
+    @abc.abstractmethod
+    async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
+        """Count one hit on `key` in a fixed window; (allowed, seconds until the window resets)."""
+
+    @abc.abstractmethod
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew lease `name` for `holder`; False while someone else holds it."""
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
+
+class MemoryStore(Store):
+    """The embedded default: one router process, nothing to install."""
+
+    def __init__(self, clock: Clock = time.time, log_length: int = 100_000):
+        super().__init__(clock)
+        self._statuses: dict[str, MemberStatus] = {}
+        self._in_flight: dict[str, collections.deque[float]] = {}   # member -> expiry times, oldest first
+        self._images: dict[str, dict[str, float]] = {}              # repo key -> member -> expiry
+        self._overrides: dict[str, Override] = {}
+        self._ejections: dict[str, float] = {}
+        self._launches: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_length)
+        self._windows: dict[str, tuple[float, int]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+
+    async def launch_state(self, repo_key: str | None) -> LaunchState:
+        return LaunchState(
+            statuses=dict(self._statuses),
+            in_flight=self._counts(),
+            overrides=dict(self._overrides),
+            ejections=dict(self._ejections),
+            holders=self._holders(repo_key) if repo_key else frozenset(),
+        )
+
+    async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None) -> None:
+        now = self.clock()
+        self._in_flight.setdefault(member, collections.deque()).append(now + ttl)
+        if event is not None:
+            self._launches.append(dict(event))
+
+    async def put_status(self, status: MemberStatus) -> None:
+        self._statuses[status.name] = status
+
+    async def statuses(self) -> dict[str, MemberStatus]:
+        return dict(self._statuses)
+
+    async def settle_in_flight(self, member: str, seen: int) -> None:
+        self._counts()  # drop expired launches first: only live ones can have become pods
+        pending = self._in_flight.get(member)
+        for _ in range(min(max(seen, 0), len(pending or ()))):
+            pending.popleft()
+
+    async def in_flight(self) -> dict[str, int]:
+        return self._counts()
+
+    def _counts(self) -> dict[str, int]:
+        now = self.clock()
+        counts = {}
+        for member, expiries in self._in_flight.items():
+            # Expiry times are appended in order (ttl is constant per config), so the
+            # expired ones sit at the left.
+            while expiries and expiries[0] <= now:
+                expiries.popleft()
+            if expiries:
+                counts[member] = len(expiries)
+        return counts
+
+    async def learn_image(self, repo_key: str, member: str, ttl: float) -> None:
+        self._images.setdefault(repo_key, {})[member] = self.clock() + ttl
+
+    async def image_holders(self, repo_key: str) -> frozenset[str]:
+        return self._holders(repo_key)
+
+    def _holders(self, repo_key: str) -> frozenset[str]:
+        entries = self._images.get(repo_key)
+        if not entries:
+            return frozenset()
+        now = self.clock()
+        for member in [m for m, expiry in entries.items() if expiry <= now]:
+            del entries[member]
+        if not entries:
+            del self._images[repo_key]
+        return frozenset(entries)
+
+    async def cache_size(self) -> int:
+        now = self.clock()
+        return sum(1 for entries in self._images.values() for expiry in entries.values() if expiry > now)
+
+    async def set_override(self, member: str, override: Override | None) -> None:
+        if override is None:
+            self._overrides.pop(member, None)
+        else:
+            self._overrides[member] = override
+
+    async def overrides(self) -> dict[str, Override]:
+        return dict(self._overrides)
+
+    async def set_ejection(self, member: str, until: float) -> None:
+        self._ejections[member] = until
+
+    async def ejections(self) -> dict[str, float]:
+        return dict(self._ejections)
+
+    async def recent_launches(self, since: float) -> list[dict[str, Any]]:
+        return [e for e in self._launches if e.get("timestamp", 0) >= since]
+
+    async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
+        now = self.clock()
+        start, count = self._windows.get(key, (now, 0))
+        if now - start >= window:
+            start, count = now, 0
+        count += 1
+        self._windows[key] = (start, count)
+        return count <= limit, max(0.0, start + window - now)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        now = self.clock()
+        current = self._leases.get(name)
+        if current is None or current[0] == holder or current[1] <= now:
+            self._leases[name] = (holder, now + ttl)
+            return True
+        return False
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        current = self._leases.get(name)
+        if current is not None and current[0] == holder:
+            del self._leases[name]
+
+
+def open_store(url: str, clock: Clock = time.time) -> Store:
+    """The store a `store.url` names."""
+    if url.startswith("memory://"):
+        return MemoryStore(clock)
+    if url.startswith(("redis://", "rediss://", "redis+sentinel://")):
+        from .redis_store import RedisStore  # imported lazily: the embedded default needs no Redis
+
+        return RedisStore(url, clock=clock)
+    raise ValueError(f"unsupported store URL {url!r}: expected memory://, redis://, rediss:// or redis+sentinel://")
+
+
+def __getattr__(name: str) -> Any:
+    # `from federation.store import RedisStore` without importing redis for the embedded default.
+    if name == "RedisStore":
+        from .redis_store import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,252 @@
+"""Active health: probe every member's /health and /versions on a period.
+
+Only the holder of the store's `prober` lease probes, so N router replicas do not
+probe every member N times; the others read the statuses it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from federation.config import HealthSettings
+from federation.members import Member, MemberState, MemberStatus
+from federation.membership import Membership
+from federation.store import Store
+from hub.client import HubClient, MemberError
+from hub.models import HealthReport, MemberResponseError
+
+log = logging.getLogger("binderfed.prober")
+
+LEASE = "prober"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe of one member saw: a health report or the error that prevented one."""
+
+    report: HealthReport | None
+    versions: Mapping[str, Any]
+    error: str = ""
+    unreachable: bool = False
+    latency: float | None = None
+
+
+async def probe_member(client: HubClient, member: Member, settings: HealthSettings) -> ProbeResult:
+    """GET /health (and /versions when healthy), retrying transport errors within one probe."""
+    attempts = settings.retries + 1
+    for attempt in range(attempts):
+        started = time.monotonic()
+        try:
+            report = await client.health(member.url, timeout=settings.timeout)
+            latency = time.monotonic() - started
+            versions: Mapping[str, Any] = {}
+            if report.ok and settings.versions_policy != "ignore":
+                versions = await client.versions(member.url, timeout=settings.timeout)
+            return ProbeResult(report=report, versions=versions, latency=latency)
+        except MemberResponseError as exc:
+            # The member answered, but with something that is not the member API. A retry
+            # one second later will not change that.
+            return ProbeResult(None, {}, error=f"bad answer: {exc}", latency=time.monotonic() - started)
+        except MemberError as exc:
+            if attempt + 1 == attempts:
+                return ProbeResult(None, {}, error=f"unreachable: {exc}", unreachable=True)
+            await asyncio.sleep(min(1.0, settings.period / 4))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
+
+
+def assess(
+    name: str,
+    result: ProbeResult,
+    previous: MemberStatus | None,
+    headroom: int,
+    reference_version: str | None,
+    now: float,
+) -> MemberStatus:
+    """Turn one probe result into the member's status (pure)."""
+    failures = (previous.consecutive_failures if previous else 0) + 1
+    if result.report is None:
+        return MemberStatus(
+            name=name, state=MemberState.UNHEALTHY, reason=result.error, checked_at=now,
+            latency=result.latency, consecutive_failures=failures,
+            versions=previous.versions if previous else {},
+        )
+    report = result.report
+    base = dict(
+        name=name, quota=report.quota, has_quota=report.has_quota_check, total_pods=report.total_pods,
+        build_pods=report.build_pods, user_pods=report.user_pods, versions=dict(result.versions),
+        checked_at=now, latency=result.latency,
+    )
+    if not report.ok:
+        failed = ", ".join(report.failed_checks) or f"HTTP {report.http_status}"
+        return MemberStatus(state=MemberState.UNHEALTHY, reason=f"failed checks: {failed}",
+                            consecutive_failures=failures, **base)
+    version = result.versions.get("binderhub") if result.versions else None
+    if reference_version is not None and version is not None and version != reference_version:
+        return MemberStatus(state=MemberState.UNHEALTHY,
+                            reason=f"runs BinderHub {version}, federation expects {reference_version}",
+                            consecutive_failures=failures, **base)
+    if report.quota is not None and report.quota - report.total_pods <= headroom:
+        return MemberStatus(state=MemberState.FULL,
+                            reason=f"full: {report.total_pods} of {report.quota} pods (headroom {headroom})", **base)
+    if not report.has_quota_check:
+        reason = "ok (capacity unknown: no Pod quota check)"
+    elif report.quota is None:
+        reason = "ok (no pod quota)"
+    else:
+        reason = f"ok: {report.total_pods} of {report.quota} pods"
+    return MemberStatus(state=MemberState.HEALTHY, reason=reason, **base)
+
+
+def reference_version(policy: str, members: tuple[Member, ...], statuses: Mapping[str, MemberStatus]) -> str | None:
+    """The BinderHub version every member must run under the versions policy, if any."""
+    if policy == "prime":
+        for member in members:
+            if member.prime and member.name in statuses:
+                return statuses[member.name].versions.get("binderhub")
+        return None
+    if policy == "majority":
+        counts = collections.Counter(
+            s.versions.get("binderhub") for s in statuses.values() if s.versions.get("binderhub")
+        )
+        return counts.most_common(1)[0][0] if counts else None
+    return None
+
+
+ProbeObserver = Callable[[Member, MemberStatus, "MemberStatus | None"], None]
+
+
+class Prober:
+    """Background task that keeps every member's status in the store fresh."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: HubClient,
+        membership: Membership,
+        settings: HealthSettings,
+        headroom: int,
+        observer: ProbeObserver | None = None,
+        rng: random.Random | None = None,
+        lease_ttl: float | None = None,
+    ):
+        self.store = store
+        self.client = client
+        self.membership = membership
+        self.settings = settings
+        self.headroom = headroom
+        self.observer = observer
+        self.rng = rng or random.Random()
+        self.holder = uuid.uuid4().hex
+        self.lease_ttl = lease_ttl or max(2 * settings.period, 5.0)
+        self.is_leader = False
+        self._due: dict[str, float] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._last: dict[str, MemberStatus] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._lease_renewed = 0.0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="prober")
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._task, *self._running.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.is_leader:
+            try:
+                await self.store.release_lease(LEASE, self.holder)
+            except Exception:  # a store that is already gone cannot hold our lease either
+                pass
+        self._task = None
+
+    def probe_soon(self, name: str) -> None:
+        """Ask for a probe of `name` at the next tick (for example after a failed launch)."""
+        self._due[name] = 0.0
+
+    async def probe_once(self, member: Member) -> MemberStatus:
+        result = await probe_member(self.client, member, self.settings)
+        statuses = await self.store.statuses()
+        previous = self._last.get(member.name) or statuses.get(member.name)
+        status = assess(
+            member.name, result, previous, self.headroom,
+            reference_version(self.settings.versions_policy, self.membership.members(), statuses)
+            if not member.prime or self.settings.versions_policy != "prime" else None,
+            time.time(),
+        )
+        if previous is not None and result.report is not None and previous.checked_at:
+            # Pods the member's own count now shows were, until now, counted as in flight.
+            await self.store.settle_in_flight(member.name, status.total_pods - previous.total_pods)
+        await self.store.put_status(status)
+        self._last[member.name] = status
+        self._log_change(previous, status)
+        if self.observer is not None:
+            self.observer(member, status, previous)
+        return status
+
+    def _log_change(self, previous: MemberStatus | None, status: MemberStatus) -> None:
+        if previous is None or previous.state != status.state:
+            level = logging.INFO if status.state in (MemberState.HEALTHY, MemberState.FULL) else logging.WARNING
+            log.log(level, "member %s is %s: %s", status.name, status.state.value, status.reason,
+                    extra={"member": status.name, "state": status.state.value, "reason": status.reason})
+
+    def _next_due(self, status: MemberStatus) -> float:
+        period = self.settings.period if status.state != MemberState.UNHEALTHY else self.settings.failed_period
+        jitter = self.settings.jitter * (self.rng.random() - 0.5)
+        return time.monotonic() + period * (1 + jitter)
+
+    async def _probe_and_schedule(self, member: Member) -> None:
+        try:
+            status = await self.probe_once(member)
+            self._due[member.name] = self._next_due(status)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let one member's surprise stop the prober
+            log.exception("probe of member %s failed unexpectedly: %s", member.name, exc)
+            self._due[member.name] = time.monotonic() + self.settings.failed_period
+        finally:
+            self._running.pop(member.name, None)
+
+    async def _run(self) -> None:
+        tick = min(0.5, self.settings.period / 4)
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("prober tick failed: %s", exc)
+            await asyncio.sleep(tick)
+
+    async def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._lease_renewed >= self.lease_ttl / 3 or not self.is_leader:
+            leader = await self.store.acquire_lease(LEASE, self.holder, self.lease_ttl)
+            self._lease_renewed = now
+            if leader != self.is_leader:
+                log.info("prober %s leadership", "took" if leader else "lost")
+                if leader:
+                    self._due.clear()  # probe everything now: statuses may be a lease period old
+            self.is_leader = leader
+        if not self.is_leader:
+            return
+        members = self.membership.members()
+        current = {m.name for m in members}
+        for name in list(self._due):
+            if name not in current:
+                del self._due[name]
+                self._last.pop(name, None)
+        for member in members:
+            if member.name in self._running:
+                continue
+            if self._due.get(member.name, 0.0) <= now:
+                self._running[member.name] = asyncio.create_task(
+                    self._probe_and_schedule(member), name=f"probe-{member.name}"
+                )

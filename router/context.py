@@ -1,0 +1,54 @@
+"""Everything one router app owns, built by `create_app` and reached by handlers."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from federation.config import FederationConfig
+from federation.launchlog import LaunchLog
+from federation.membership import Membership
+from federation.spec import LaunchRequest
+from federation.store import Store
+from federation.view import FederationView, build_view
+from health.prober import Prober
+from hub.client import HubClient
+
+from .metrics import Metrics
+
+
+@dataclass
+class RouterContext:
+    config: FederationConfig
+    store: Store
+    membership: Membership
+    metrics: Metrics
+    launch_log: LaunchLog
+    rng: random.Random = field(default_factory=random.Random)
+    session: aiohttp.ClientSession | None = None
+    client: HubClient | None = None
+    prober: Prober | None = None
+    started_at: float = field(default_factory=time.time)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def view_for(self, request: LaunchRequest | None) -> FederationView:
+        """One store read, merged with the member set: the snapshot placement sees."""
+        repo_key = request.repo_key if request is not None else None
+        state = await self.store.launch_state(repo_key)
+        return build_view(
+            self.membership.members(),
+            state.statuses,
+            state.in_flight,
+            state.overrides,
+            state.ejections,
+            {repo_key: state.holders} if repo_key else {},
+            time.time(),
+        )
+
+
+CONTEXT = web.AppKey("binderfed_context", RouterContext)

@@ -1,0 +1,73 @@
+"""Prometheus metrics of one router process.
+
+Each app gets its own registry so tests can run several routers in one process.
+The existing mybinder.org redirector's names (`federation_health`,
+`federation_health_check`, `federation_redirect_count`) keep their meaning.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from federation.members import Member, MemberState, MemberStatus
+
+DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.health = Gauge("federation_health", "1 if the member takes launches (healthy), else 0.", ["host"], registry=r)
+        self.health_check = Histogram(
+            "federation_health_check", "Duration of active health checks of members, by result.",
+            ["host", "result"], registry=r,
+        )
+        self.redirects = Counter("federation_redirect_count", "Launches redirected to each member.", ["host"], registry=r)
+        self.launches = Counter(
+            "federation_launches", "Launches routed, by member, decision reason and path family.",
+            ["member", "reason", "family"], registry=r,
+        )
+        self.refused = Counter(
+            "federation_refused_launches", "Launch requests the router answered itself, by cause.", ["cause"], registry=r,
+        )
+        self.decision_seconds = Histogram(
+            "federation_decision_seconds", "Time to decide where a launch goes (store read + placement).",
+            ["strategy"], buckets=DECISION_BUCKETS, registry=r,
+        )
+        self.member_state = Gauge("federation_member_state", "1 for the member's current state.", ["member", "state"], registry=r)
+        self.member_pods = Gauge("federation_member_pods", "Pods the member reports, by kind.", ["member", "kind"], registry=r)
+        self.member_quota = Gauge("federation_member_quota", "The member's pod quota (-1: unknown or unlimited).", ["member"], registry=r)
+        self.in_flight = Gauge("federation_in_flight_launches", "Launches sent to a member not yet visible in its pod count.", ["member"], registry=r)
+        self.cache_entries = Gauge("federation_image_cache_entries", "Live (repository, member) entries of the image-cache map.", registry=r)
+        self.store_degraded = Gauge("federation_store_degraded", "1 while the shared store is unreachable and this replica routes alone.", registry=r)
+        self.prober_leader = Gauge("federation_prober_leader", "1 if this replica holds the prober lease.", registry=r)
+
+    def observe_probe(self, member: Member, status: MemberStatus, previous: MemberStatus | None) -> None:
+        result = "ok" if status.state in (MemberState.HEALTHY, MemberState.FULL) else "failed"
+        if status.latency is not None:
+            self.health_check.labels(member.name, result).observe(status.latency)
+        self.health.labels(member.name).set(1 if status.state == MemberState.HEALTHY else 0)
+        for kind in ("total", "build", "user"):
+            self.member_pods.labels(member.name, kind).set(getattr(status, f"{kind}_pods"))
+        self.member_quota.labels(member.name).set(status.quota if status.quota is not None else -1)
+
+    def set_states(self, states: dict[str, MemberState]) -> None:
+        for name, current in states.items():
+            for state in MemberState:
+                self.member_state.labels(name, state.value).set(1 if state == current else 0)
+
+    def forget_member(self, name: str) -> None:
+        for gauge in (self.health, self.member_quota, self.in_flight):
+            try:
+                gauge.remove(name)
+            except KeyError:
+                pass
+        for state in MemberState:
+            try:
+                self.member_state.remove(name, state.value)
+            except KeyError:
+                pass
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

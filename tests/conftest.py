@@ -1,0 +1,98 @@
+"""Shared fixtures: real sockets on 127.0.0.1, a real redis-server, dev members."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from federation.config import FederationConfig, HealthSettings, PolicySettings, RouterSettings
+from federation.members import Member
+from federation.membership import Membership
+from federation.store import MemoryStore, Store, open_store
+from router.app import create_app
+from router.context import CONTEXT, RouterContext
+from tests.support.redis_proc import RedisProcess
+
+# Every test that takes `store_url` runs once per store implementation.
+STORE_KINDS = ["memory", "redis"]
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    proc = RedisProcess()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_url(request) -> str:
+    if request.param == "memory":
+        return "memory://"
+    server = request.getfixturevalue("redis_server")
+    if server.proc is None:
+        server.start()
+    server.flush()
+    return server.url
+
+
+@pytest.fixture
+def make_store(store_url):
+    def make(**kwargs) -> Store:
+        return open_store(store_url, **kwargs)
+    return make
+
+
+@dataclass
+class RouterHandle:
+    url: str
+    app: web.Application
+    runner: web.AppRunner
+
+    @property
+    def ctx(self) -> RouterContext:
+        return self.app[CONTEXT]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def fast_config(members: list[Member], **policy) -> FederationConfig:
+    """A config with short periods, suitable for tests on loopback."""
+    return FederationConfig(
+        members=tuple(members),
+        health=HealthSettings(period=0.2, failed_period=0.4, jitter=0.0, timeout=1.0, retries=0),
+        policy=replace(PolicySettings(), **policy),
+        router=RouterSettings(port=0),
+    )
+
+
+@pytest.fixture
+async def start_router():
+    handles: list[RouterHandle] = []
+
+    async def start(config: FederationConfig, store: Store | None = None, membership: Membership | None = None,
+                    probe: bool = True, seed: int = 0) -> RouterHandle:
+        app = create_app(config, store or MemoryStore(), membership, rng=random.Random(seed), probe=probe)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        handle = RouterHandle(f"http://127.0.0.1:{port}", app, runner)
+        handles.append(handle)
+        return handle
+
+    yield start
+    for handle in handles:
+        await handle.stop()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        yield session
