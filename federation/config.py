@@ -94,6 +94,33 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class AgentToken:
+    """Where the token that signs one member agent's reports is found (never the token itself)."""
+
+    member: str
+    token_env: str = ""
+    token_file: str = ""
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """Member agent reports (`binderfed agent`, docs/agent.md), read from Redis."""
+
+    enabled: bool = False
+    url: str = ""                     # Redis the agents write to; "" = store.url when that is Redis
+    period: float = 10.0
+    max_age: float = 120.0
+    members: tuple[AgentToken, ...] = ()
+
+    def redis_url(self, store_url: str) -> str | None:
+        if self.url:
+            return self.url
+        if store_url.startswith(("redis://", "rediss://")):
+            return store_url
+        return None
+
+
+@dataclass(frozen=True)
 class FederationConfig:
     members: tuple[Member, ...] = ()
     health: HealthSettings = field(default_factory=HealthSettings)
@@ -103,6 +130,7 @@ class FederationConfig:
     launch_log: str = "none"
     consul: ConsulSettings = field(default_factory=ConsulSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    reports: ReportSettings = field(default_factory=ReportSettings)
     source: str = "<defaults>"
 
 
@@ -168,6 +196,7 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
         launch_log=data.get("launch_log", {}).get("sink", "none"),
         consul=ConsulSettings(**data.get("consul", {})),
         admin=AdminSettings(**data.get("admin", {})),
+        reports=_reports(data.get("reports", {}), data.get("store", {}).get("url", "memory://"), source),
         source=source,
     )
 
@@ -186,6 +215,19 @@ def load(path: str | Path) -> FederationConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(str(path), where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
     return parse(data, str(path))
+
+
+def _reports(data: Mapping[str, Any], store_url: str, source: str) -> ReportSettings:
+    settings_data = dict(data)
+    tokens = tuple(
+        AgentToken(member=name, token_env=ref.get("token_env", ""), token_file=ref.get("token_file", ""))
+        for name, ref in sorted(settings_data.pop("members", {}).items())
+    )
+    settings = ReportSettings(members=tokens, **settings_data)
+    if settings.enabled and settings.redis_url(store_url) is None:
+        raise ConfigError(source, "reports.url", "agent reports travel through Redis: set reports.url, "
+                          "or use a redis:// or rediss:// store.url")
+    return settings
 
 
 def _member(data: Mapping[str, Any]) -> Member:

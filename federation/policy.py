@@ -47,6 +47,7 @@ import hashlib
 import math
 import random
 from collections import OrderedDict
+from itertools import compress
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, overload
 
@@ -241,7 +242,7 @@ class Ranking:
 class Context:
     """What a strategy may read besides the admissible members; built once per launch.
 
-    Member indices refer to `members` (the view's order). The lists are filled by
+    Member indices refer to `members` (the view's order). Everything here is filled by
     `place()`'s single pass over the members and must be treated as read-only.
     """
 
@@ -252,7 +253,8 @@ class Context:
     members: tuple[MemberView, ...]
     names: list[str]  # every member's name
     weights: list[float]  # every member's effective weight
-    admissible: list[int]
+    flags: bytearray  # 1 for admissible members
+    admissible: list[int]  # admissible members, view order
     ratios: dict[int, float]  # load ratio of each admissible member with a known quota
     sited: list[int]  # admissible members declaring data sites
     declared: list[int]  # admissible members declaring cached repositories
@@ -260,11 +262,20 @@ class Context:
     quota: int  # and their total quota
     _order: list[int] | None = field(default=None, repr=False)
     _rank: list[int] | None = field(default=None, repr=False)
-    _admissible_set: set[int] | None = field(default=None, repr=False)
 
     def average_load(self) -> float:
         """Federation load ratio counting the launch being placed (0 when no quota is known)."""
         return (self.load + 1) / self.quota if self.quota > 0 else 0.0
+
+    def overloaded(self) -> set[int]:
+        """Admissible members loaded above (1 + epsilon) x the average (bounded load)."""
+        ratios = self.ratios
+        if not ratios:
+            return set()
+        bound = (1.0 + self.settings.epsilon) * self.average_load()
+        if max(ratios.values()) <= bound:
+            return set()
+        return {i for i, ratio in ratios.items() if ratio > bound}
 
     def rank(self) -> list[int]:
         """Rendezvous position of every member of the view for this repository (0 = first)."""
@@ -272,23 +283,19 @@ class Context:
             self._order, self._rank = _MEMO.order(self.request.repo_key, self.names, self.weights)
         return self._rank
 
-    def rendezvous(self) -> list[int]:
-        """Admissible members in weighted rendezvous order for this repository."""
+    def rendezvous(self, exclude: Iterable[int] = ()) -> list[int]:
+        """Admissible members not in `exclude`, in weighted rendezvous order for this repository."""
         self.rank()
         order = self._order
         assert order is not None
-        if len(self.admissible) == len(order):
+        flags = self.flags
+        if exclude:
+            flags = bytearray(flags)
+            for i in exclude:
+                flags[i] = 0
+        elif len(self.admissible) == len(order):
             return list(order)
-        admissible = self.admissible_set()
-        return [i for i in order if i in admissible]
-
-    def admissible_set(self) -> set[int]:
-        if self._admissible_set is None:
-            self._admissible_set = set(self.admissible)
-        return self._admissible_set
-
-    def is_admissible(self, index: int) -> bool:
-        return index in self.admissible_set()
+        return list(compress(order, map(flags.__getitem__, order)))
 
     def by_rank(self, indices: Iterable[int]) -> list[int]:
         """Some members sorted into rendezvous order."""
@@ -301,6 +308,9 @@ class Context:
         except ValueError:
             return -1
 
+    def is_admissible(self, index: int) -> bool:
+        return index >= 0 and self.flags[index] == 1
+
 
 Strategy = Callable[[Sequence[int], Placeable, Context, random.Random], Ranking]
 
@@ -310,8 +320,9 @@ def strategy_random(admissible: Sequence[int], request: Placeable, ctx: Context,
     weights = ctx.weights
     log = math.log
     draw = rng.random
-    keys = {index: -log(1.0 - draw()) / weights[index] for index in admissible}
-    return Ranking([("random", sorted(admissible, key=keys.__getitem__))])
+    keys = [-log(1.0 - draw()) / weights[i] for i in admissible]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return Ranking([("random", [admissible[k] for k in order])])
 
 
 def strategy_rendezvous(admissible: Sequence[int], request: Placeable, ctx: Context, rng: random.Random) -> Ranking:
@@ -322,13 +333,18 @@ def strategy_rendezvous(admissible: Sequence[int], request: Placeable, ctx: Cont
 def strategy_bounded_affinity(
     admissible: Sequence[int], request: Placeable, ctx: Context, rng: random.Random
 ) -> Ranking:
-    """Data-near members, then image holders, then rendezvous affinity; overloaded ones last."""
+    """Data-near members, then image holders, then rendezvous affinity; overloaded ones last.
+
+    Each tier is ordered by rendezvous; a member sits in the first tier of
+    `settings.tiers` that selects it, and members no tier selects go last as
+    "affinity". Bounded load then moves overloaded members behind all the others.
+    """
     members = ctx.members
-    groups: list[tuple[str, list[int]]] = []
+    tiers: list[tuple[str, list[int]]] = []
     taken: set[int] = set()
     for tier in ctx.settings.tiers:
         if tier == "affinity":
-            break  # affinity takes everybody left
+            break  # affinity selects everybody left
         chosen: set[int] = set()
         if tier == "data":
             site = ctx.data_site
@@ -343,30 +359,20 @@ def strategy_bounded_affinity(
                     chosen.add(i)
         chosen -= taken
         if chosen:
-            groups.append((tier, ctx.by_rank(chosen)))
+            tiers.append((tier, ctx.by_rank(chosen)))
             taken |= chosen
-    order = ctx.rendezvous()
-    rest = [i for i in order if i not in taken] if taken else order
-    if rest:
-        groups.append(("affinity", rest))
-    return bound_load(groups, ctx)
 
-
-def bound_load(groups: list[tuple[str, list[int]]], ctx: Context) -> Ranking:
-    """Move members loaded above (1 + epsilon) x the average behind all the others."""
-    ratios = ctx.ratios
-    if not ratios:
+    over = ctx.overloaded()
+    if len(over) == len(admissible):
+        over = set()  # cannot happen with the average counting everybody; never leave nobody
+    groups = [(label, [i for i in group if i not in over]) for label, group in tiers]
+    groups.append(("affinity", ctx.rendezvous(taken | over)))
+    if not over:
         return Ranking(groups)
-    bound = (1.0 + ctx.settings.epsilon) * ctx.average_load()
-    if max(ratios.values()) <= bound:
-        return Ranking(groups)
-    over = {i for i, ratio in ratios.items() if ratio > bound}
-    if len(over) == len(ctx.admissible):
-        return Ranking(groups)
-    first = groups[0][1][0]
-    kept = [(label, [i for i in group if i not in over]) for label, group in groups]
-    moved = [(label, [i for i in group if i in over]) for label, group in groups]
-    return Ranking([(label, group) for label, group in kept + moved if group], spilled=first in over)
+    groups += [(label, [i for i in group if i in over]) for label, group in tiers]
+    groups.append(("affinity", ctx.by_rank(over - taken)))
+    first = tiers[0][1][0] if tiers else ctx.rendezvous()[0]
+    return Ranking(groups, spilled=first in over)
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -499,13 +505,12 @@ def place(
     # admissible members with a quota, and who declares data sites or cached images.
     names: list[str] = []
     weights: list[float] = []
-    admissible: list[int] = []
+    flags = bytearray(len(members))
     ratios: dict[int, float] = {}
     sited: list[int] = []
     declared: list[int] = []
     add_name = names.append
     add_weight = weights.append
-    admit = admissible.append
     load = quota_sum = 0
     index = -1
     for mv in members:
@@ -534,14 +539,15 @@ def place(
             ratios[index] = used / quota
             load += used
             quota_sum += quota
-        admit(index)
+        flags[index] = 1
         if member.data_sites:
             sited.append(index)
         if member.cached_repos:
             declared.append(index)
 
+    admissible = list(compress(range(len(flags)), flags))
     ctx = Context(
-        view, settings, request, site, members, names, weights, admissible, ratios, sited, declared, load, quota_sum
+        view, settings, request, site, members, names, weights, flags, admissible, ratios, sited, declared, load, quota_sum
     )
     if not admissible:
         return _panic(ctx, now, headroom)

@@ -117,6 +117,8 @@ T = TypeVar("T")
 GC_MARGIN = 60.0          # seconds a key outlives its logical expiry (garbage collection only)
 SENTINEL_PORT = 26379
 RANGE_PAGE = 5000         # stream entries per XRANGE in recent_launches
+PUSH_CHUNK = 1000         # launch events per script when pushing back after an outage
+JOURNAL_PRUNE = 10_000    # prune expired launches from the degraded-mode journal past this size
 
 # Errors that mean "Redis is not there right now". RedisError covers ConnectionError,
 # TimeoutError, BusyLoadingError, ReadOnlyError after a fail-over, MasterNotFoundError...
@@ -564,28 +566,41 @@ class RedisStore(Store):
             return
 
     async def _push_journal(self) -> None:
+        """Push what was written while degraded; events go in chunks so no script runs long."""
         while not self._journal.empty():
             journal, self._journal = self._journal, self._new_journal()
-            now = self.clock()
-            payload = {
-                "statuses": [[n, json.dumps(s.to_json()), repr(s.checked_at)] for n, s in journal.statuses.items()],
-                "overrides": [[n, json.dumps(o.to_json()) if o is not None else "", repr(o.at if o else when)]
-                              for n, (o, when) in journal.overrides.items()],
-                "ejections": [[n, repr(until)] for n, until in journal.ejections.items()],
-                "launches": [[m, i, repr(e)] for m, i, e in journal.launches if e > now],
-                "images": [[r, m, repr(e)] for (r, m), e in journal.images.items() if e > now],
-                "events": [[str(ms), payload] for ms, payload in journal.events],
-            }
-            try:
-                async with asyncio.timeout(self.op_timeout * 4):
-                    await self._push(
-                        keys=[self._k_status, self._k_override, self._k_ejection, self._k_inflight_members,
-                              self._k_launches, self._k_images],
-                        args=[json.dumps(payload), self.key_prefix, repr(now), self.log_length,
-                              int(GC_MARGIN * 1000)])
-            except BaseException:
-                self._journal.merge_older(journal)
-                raise
+            first = True
+            while first or journal.events:
+                now = self.clock()
+                events = [journal.events.popleft() for _ in range(min(PUSH_CHUNK, len(journal.events)))]
+                payload: dict[str, list[list[str]]] = {
+                    "statuses": [[n, json.dumps(s.to_json()), repr(s.checked_at)]
+                                 for n, s in journal.statuses.items()],
+                    "overrides": [[n, json.dumps(o.to_json()) if o is not None else "", repr(o.at if o else when)]
+                                  for n, (o, when) in journal.overrides.items()],
+                    "ejections": [[n, repr(until)] for n, until in journal.ejections.items()],
+                    "launches": [[m, i, repr(e)] for m, i, e in journal.launches if e > now],
+                    "images": [[r, m, repr(e)] for (r, m), e in journal.images.items() if e > now],
+                    "events": [[str(ms), event] for ms, event in events],
+                }
+                try:
+                    async with asyncio.timeout(self.op_timeout * 4):
+                        await self._push(
+                            keys=[self._k_status, self._k_override, self._k_ejection, self._k_inflight_members,
+                                  self._k_launches, self._k_images],
+                            args=[json.dumps(payload), self.key_prefix, repr(now), self.log_length,
+                                  int(GC_MARGIN * 1000)])
+                except BaseException:
+                    journal.events.extendleft(reversed(events))
+                    self._journal.merge_older(journal)
+                    raise
+                if first:  # pushed once; only events are left
+                    journal.statuses.clear()
+                    journal.overrides.clear()
+                    journal.ejections.clear()
+                    journal.launches.clear()
+                    journal.images.clear()
+                    first = False
 
     async def _call(self, remote: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]],
                     journal: Callable[[], None] | None = None) -> T:
@@ -639,7 +654,7 @@ class RedisStore(Store):
         for name, raw in items:
             try:
                 out[name] = MemberStatus.from_json(name, json.loads(raw))
-            except (ValueError, TypeError) as exc:
+            except Exception as exc:  # one bad entry must not stop launches
                 log.warning("ignoring unreadable status of member %s in redis: %s", name, exc)
         return out
 
@@ -650,7 +665,7 @@ class RedisStore(Store):
         for name, raw in items:
             try:
                 out[name] = Override.from_json(json.loads(raw))
-            except (ValueError, TypeError) as exc:
+            except Exception as exc:  # one bad entry must not stop launches
                 log.warning("ignoring unreadable override of member %s in redis: %s", name, exc)
         return out
 
@@ -699,7 +714,11 @@ class RedisStore(Store):
                 args=[member, launch_id, repr(expiry), self._gc_ms(ttl), payload, ms, self.log_length])
 
         def journal() -> None:
-            self._journal.launches.append((member, launch_id, expiry))
+            launches = self._journal.launches
+            launches.append((member, launch_id, expiry))
+            if len(launches) > JOURNAL_PRUNE and launches[0][2] <= self.clock():
+                now = self.clock()
+                self._journal.launches = [entry for entry in launches if entry[2] > now]
             if event is not None:
                 self._journal.events.append((ms, payload))
 

@@ -121,7 +121,8 @@ class MemoryStore(Store):
         self._overrides: dict[str, Override] = {}
         self._ejections: dict[str, float] = {}
         self._launches: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_length)
-        self._windows: dict[str, tuple[float, int]] = {}
+        self._windows: dict[str, tuple[float, int, float]] = {}   # key -> (start, count, window)
+        self._prune_windows_at = 10_000
         self._leases: dict[str, tuple[str, float]] = {}
 
     async def launch_state(self, repo_key: str | None) -> LaunchState:
@@ -207,11 +208,15 @@ class MemoryStore(Store):
 
     async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
         now = self.clock()
-        start, count = self._windows.get(key, (now, 0))
+        start, count, _ = self._windows.get(key, (now, 0, window))
         if now - start >= window:
             start, count = now, 0
         count += 1
-        self._windows[key] = (start, count)
+        self._windows[key] = (start, count, window)
+        if len(self._windows) >= self._prune_windows_at:
+            # Keys are often per client: forget ended windows instead of growing forever.
+            self._windows = {k: w for k, w in self._windows.items() if now - w[0] < w[2]}
+            self._prune_windows_at = max(10_000, 2 * len(self._windows))
         return count <= limit, max(0.0, start + window - now)
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from federation.config import HealthSettings
@@ -120,6 +120,9 @@ def reference_version(policy: str, members: tuple[Member, ...], statuses: Mappin
 
 
 ProbeObserver = Callable[[Member, MemberStatus, "MemberStatus | None"], None]
+# (member name, its /health without a Pod quota check) -> the report completed from
+# another source of capacity (the member agent's report), or None when there is none.
+CapacityFiller = Callable[[str, HealthReport], "HealthReport | None"]
 
 
 class Prober:
@@ -135,8 +138,10 @@ class Prober:
         observer: ProbeObserver | None = None,
         rng: random.Random | None = None,
         lease_ttl: float | None = None,
+        fill_capacity: CapacityFiller | None = None,
     ):
         self.store = store
+        self.fill_capacity = fill_capacity
         self.client = client
         self.membership = membership
         self.settings = settings
@@ -173,6 +178,11 @@ class Prober:
 
     async def probe_once(self, member: Member) -> MemberStatus:
         result = await probe_member(self.client, member, self.settings)
+        filled = False
+        if self.fill_capacity is not None and result.report is not None and not result.report.has_quota_check:
+            report = self.fill_capacity(member.name, result.report)
+            if report is not None:
+                result, filled = replace(result, report=report), True
         statuses = await self.store.statuses()
         previous = self._last.get(member.name) or statuses.get(member.name)
         status = assess(
@@ -181,6 +191,8 @@ class Prober:
             if not member.prime or self.settings.versions_policy != "prime" else None,
             time.time(),
         )
+        if filled:
+            status = replace(status, reason=f"{status.reason} (capacity from the member agent's report)")
         if previous is not None and result.report is not None and previous.checked_at:
             # Pods the member's own count now shows were, until now, counted as in flight.
             await self.store.settle_in_flight(member.name, status.total_pods - previous.total_pods)

@@ -360,6 +360,22 @@ class _EventStream:
             await asyncio.sleep(0.05)
 
 
+class _CollectedStream(_EventStream):
+    """Runs a launch for a client without JavaScript: events are kept, not written."""
+
+    def __init__(self, request: web.Request) -> None:
+        super().__init__(request, web.StreamResponse(), keepalive=3600)
+        self.events: list[Mapping[str, Any]] = []
+
+    async def write(self, data: bytes) -> None:
+        if self._request.transport is None or self._request.transport.is_closing():
+            raise _ClientGone()
+
+    async def emit(self, event: Mapping[str, Any]) -> None:
+        await self.write(b"")
+        self.events.append(event)
+
+
 # -- the dev member ------------------------------------------------------------------
 
 
@@ -825,6 +841,8 @@ class DevHub:
 
     async def _v2(self, request: web.Request) -> web.StreamResponse:
         provider_spec = request.rel_url.raw_path[len("/v2/") :]
+        if "text/html" not in request.headers.get("Accept", ""):
+            return await self._v2_without_javascript(request, provider_spec)
         build_url = "/build/" + provider_spec
 
         def js(value: str) -> str:
@@ -857,6 +875,27 @@ source.onmessage = (msg) => {{
 </body></html>
 """
         return web.Response(text=body, content_type="text/html")
+
+    async def _v2_without_javascript(self, request: web.Request, provider_spec: str) -> web.StreamResponse:
+        """Dev convenience for `curl -L` and scripts: launch server-side, then redirect
+        to the server as the launch page's JavaScript would. A real BinderHub always
+        serves its page; the dev member does this so the demo works without a browser."""
+        provider, _, spec = provider_spec.partition("/")
+        stream = _CollectedStream(request)
+        with self._tracked():
+            try:
+                await self._run_launch(request, stream, provider, spec)
+            except _ClientGone:
+                return web.Response(status=499)
+        final = stream.events[-1] if stream.events else {"phase": "failed", "message": "no events"}
+        if final.get("phase") != "ready":
+            return web.Response(status=503, text=f"launch failed: {final.get('message', '')}")
+        target = str(final["url"])
+        urlpath = request.query.get("urlpath") or (
+            "lab/tree/" + request.query["labpath"] if request.query.get("labpath") else "")
+        target += urlpath.lstrip("/")
+        sep = "&" if "?" in target else "?"
+        raise web.HTTPFound(f"{target}{sep}token={final['token']}")
 
     # -- failure injection ---------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import random
+from pathlib import Path
 from typing import AsyncIterator
 
 import aiohttp
@@ -13,11 +15,14 @@ from federation.launchlog import LaunchLog
 from federation.membership import Membership
 from federation.store import Store
 from health.prober import Prober
+from health.report_ingest import RedisReportInbox, ReportIngest
 from hub.client import HubClient
 
-from . import api, launch
+from . import admin, api, launch, sources
 from .context import CONTEXT, RouterContext
 from .metrics import Metrics
+
+log = logging.getLogger("binderfed.router")
 
 # Launch paths longer than this are refused before parsing (see federation.spec too).
 MAX_LINE = 8190
@@ -30,8 +35,14 @@ def create_app(
     *,
     rng: random.Random | None = None,
     probe: bool = True,
+    config_path: str | Path | None = None,
+    sighup: bool = False,
 ) -> web.Application:
-    """Build a router app. `probe=False` leaves member status to whoever fills the store."""
+    """Build a router app. `probe=False` leaves member status to whoever fills the store.
+
+    `config_path`: the YAML file `config` came from; it is watched and reloaded while
+    the app runs (and on SIGHUP when `sighup`, for the one app of a `binderfed serve`).
+    """
     ctx = RouterContext(
         config=config,
         store=store,
@@ -51,8 +62,24 @@ def create_app(
     app.router.add_get("/api/v1/members", api.members)
     app.router.add_get("/api/v1/place", api.explain)
     app.router.add_get("/metrics", api.metrics)
+    admin.setup(app, config.admin)
+    app[sources.SOURCES] = sources.RouterSources(app, config_path, sighup=sighup)
     app.cleanup_ctx.append(_lifecycle(probe))
+    app.cleanup_ctx.append(sources.lifecycle)  # after the store and prober: stopped before them
     return app
+
+
+def _report_ingest(ctx: RouterContext) -> ReportIngest | None:
+    """The reader of member agent reports, when `reports.enabled` (they arrive through Redis)."""
+    settings = ctx.config.reports
+    if not settings.enabled:
+        return None
+    url = settings.redis_url(ctx.config.store_url)
+    if url is None:
+        log.error("reports.enabled but no Redis to read agent reports from: set reports.url or a redis:// store.url")
+        return None
+    return ReportIngest(RedisReportInbox(url), ctx.store, ctx.membership, settings,
+                        observer=lambda member, result: ctx.metrics.agent_reports.labels(member, result).inc())
 
 
 def _lifecycle(probe: bool):
@@ -66,10 +93,14 @@ def _lifecycle(probe: bool):
             auto_decompress=True,
         )
         ctx.client = HubClient(ctx.session)
+        ctx.reports = _report_ingest(ctx)
+        if ctx.reports is not None:
+            await ctx.reports.start()
         if probe:
             ctx.prober = Prober(
                 ctx.store, ctx.client, ctx.membership, ctx.config.health,
                 headroom=ctx.config.policy.pod_headroom, observer=ctx.metrics.observe_probe,
+                fill_capacity=ctx.reports.fill_capacity if ctx.reports is not None else None,
             )
             await ctx.prober.start()
         try:
@@ -77,6 +108,8 @@ def _lifecycle(probe: bool):
         finally:
             if ctx.prober is not None:
                 await ctx.prober.stop()
+            if ctx.reports is not None:
+                await ctx.reports.stop()
             await ctx.session.close()
             await ctx.store.close()
             ctx.launch_log.close()

@@ -17,6 +17,7 @@ from federation.spec import LaunchRequest
 from federation.store import Store
 from federation.view import FederationView, build_view
 from health.prober import Prober
+from health.report_ingest import ReportIngest
 from hub.client import HubClient
 
 from .metrics import Metrics
@@ -24,6 +25,8 @@ from .metrics import Metrics
 
 @dataclass
 class RouterContext:
+    # Replaced whole when the config file is reloaded (router.sources): read it per
+    # request, never keep a part of it in something long-lived.
     config: FederationConfig
     store: Store
     membership: Membership
@@ -33,6 +36,7 @@ class RouterContext:
     session: aiohttp.ClientSession | None = None
     client: HubClient | None = None
     prober: Prober | None = None
+    reports: ReportIngest | None = None
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -90,9 +90,11 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
     member = decision.member
     # The target is the visitor's own path and query, already checked by parse_launch to
     # start with /v2/, /build/ or /repo/: the result never leaves the member's URL.
-    response = web.HTTPTemporaryRedirect(
-        member.url + launch.target,
-        headers={**CORS_HEADERS, MEMBER_HEADER: member.name, REASON_HEADER: decision.reason},
+    response = web.Response(
+        status=307,
+        text=f"Redirecting to {member.name}",
+        headers={**CORS_HEADERS, "Location": member.url + launch.target,
+                 MEMBER_HEADER: member.name, REASON_HEADER: decision.reason},
     )
     max_age = int(ctx.config.router.cookie_max_age_hours * 3600)
     if max_age > 0:

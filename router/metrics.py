@@ -42,6 +42,25 @@ class Metrics:
         self.cache_entries = Gauge("federation_image_cache_entries", "Live (repository, member) entries of the image-cache map.", registry=r)
         self.store_degraded = Gauge("federation_store_degraded", "1 while the shared store is unreachable and this replica routes alone.", registry=r)
         self.prober_leader = Gauge("federation_prober_leader", "1 if this replica holds the prober lease.", registry=r)
+        self.agent_reports = Counter(
+            "federation_agent_reports",
+            "Member agent reports read, by member ('' if not a member) and result "
+            "(accepted, stale, unknown_member, bad_signature, malformed).",
+            ["member", "result"], registry=r,
+        )
+        self.config_reloads = Counter(
+            "federation_config_reload", "Config file reloads, by result (ok: applied; error: rejected, last good config kept).",
+            ["result"], registry=r,
+        )
+        # Named like Prometheus's own; 1 at start: the app is built from a validated config.
+        self.config_valid = Gauge(
+            "federation_config_last_reload_successful", "1 if the last config file reload succeeded (0: last good config kept).",
+            registry=r,
+        )
+        self.config_valid.set(1)
+        self.source_up = Gauge("federation_membership_source_up", "1 if the membership source answered its last query.", ["source"], registry=r)
+        self.source_members = Gauge("federation_membership_source_members", "Members the source currently declares.", ["source"], registry=r)
+        self.admin_changes = Counter("federation_admin_changes", "Member overrides changed through the admin API, by action.", ["action"], registry=r)
 
     def observe_probe(self, member: Member, status: MemberStatus, previous: MemberStatus | None) -> None:
         result = "ok" if status.state in (MemberState.HEALTHY, MemberState.FULL) else "failed"
@@ -51,6 +70,14 @@ class Metrics:
         for kind in ("total", "build", "user"):
             self.member_pods.labels(member.name, kind).set(getattr(status, f"{kind}_pods"))
         self.member_quota.labels(member.name).set(status.quota if status.quota is not None else -1)
+
+    def observe_reload(self, result: str) -> None:
+        self.config_reloads.labels(result).inc()
+        self.config_valid.set(1 if result == "ok" else 0)
+
+    def observe_source(self, source: str, up: bool, members: int) -> None:
+        self.source_up.labels(source).set(1 if up else 0)
+        self.source_members.labels(source).set(members)
 
     def set_states(self, states: dict[str, MemberState]) -> None:
         for name, current in states.items():

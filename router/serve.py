@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = stop_event_on_signals()
-        app = create_app(cfg, open_store(cfg.store_url))
+        # The config file is reloaded when it changes and on SIGHUP (router.sources).
+        app = create_app(cfg, open_store(cfg.store_url), config_path=args.config, sighup=True)
         await serve(app, cfg.router.host, cfg.router.port, stop)
 
     try:

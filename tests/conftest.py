@@ -96,3 +96,34 @@ async def start_router():
 async def http():
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
         yield session
+
+
+@pytest.fixture
+async def start_devhub():
+    """`hub = await start_devhub(name, quota=..., **settings)`: a dev member on loopback, stopped at teardown."""
+    from hub.devhub import DevHub, DevHubSettings
+
+    hubs = []
+
+    async def start(name: str, **settings) -> "DevHub":
+        settings.setdefault("build_seconds", 0.05)
+        settings.setdefault("launch_seconds", 0.05)
+        settings.setdefault("event_interval", 0.01)
+        hub = DevHub(DevHubSettings(name=name, **settings))
+        await hub.start("127.0.0.1", 0)
+        hubs.append(hub)
+        return hub
+
+    yield start
+    for hub in hubs:
+        await hub.stop()
+
+
+def member_of(hub, **fields) -> Member:
+    return Member(name=hub.settings.name, url=hub.url, **fields)
+
+
+async def member_states(http, router: RouterHandle) -> dict[str, str]:
+    async with http.get(router.url + "/api/v1/members") as response:
+        body = await response.json()
+    return {m["name"]: m["state"] for m in body["members"]}

@@ -90,7 +90,7 @@ def _labels(obj: Obj) -> dict[str, str]:
     return metadata.get("labels") or {}
 
 
-@dataclass
+@dataclass(eq=False)
 class _Watch:
     namespace: str
     matches: Any

@@ -1,0 +1,429 @@
+"""Reading one member cluster through the Kubernetes API, for the member agent.
+
+Uses the real `kubernetes` client for transport, authentication and watch streams,
+but reads raw JSON (`_preload_content=False`, watch events left undeserialised)
+instead of the client's typed models: those reject a whole list when one object
+misses a field they require, and the agent must never go blind because of one odd
+pod or node. Every field is treated as optional.
+
+The client's calls block; `KubeReader` methods are meant for worker threads, and
+`PodWatcher` runs them there (`loop.run_in_executor`) so no event loop waits on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from . import images
+from .report import Usage
+
+log = logging.getLogger("binderfed.agent")
+
+USER_COMPONENT = "singleuser-server"
+BUILD_COMPONENT = "binderhub-build"
+FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
+LIST_PAGE = 500
+
+
+class Backoff:
+    """Exponential backoff with full jitter (AWS architecture blog, 2015)."""
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None):
+        self.initial = initial
+        self.maximum = maximum
+        self.rng = rng or random.Random()
+        self.attempt = 0
+
+    def next(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2 ** self.attempt))
+        self.attempt += 1
+        return ceiling / 2 + self.rng.random() * ceiling / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+# --- Kubernetes objects (raw JSON, every field optional) ----------------------------------
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What the agent needs of one BinderHub pod."""
+
+    kind: str                 # "user" | "build"
+    active: bool              # not Succeeded/Failed yet
+    image: str | None = None  # the server container's image (user pods)
+    spec: str | None = None   # `<provider>/<spec>` of the launch (user pods, from BINDER_REQUEST)
+
+
+def pod_info(pod: Any) -> PodInfo | None:
+    """Summarise a Pod object; None for pods that are neither user servers nor builds."""
+    component = _get(pod, "metadata", "labels", "component")
+    if component == USER_COMPONENT:
+        kind = "user"
+    elif component == BUILD_COMPONENT:
+        kind = "build"
+    else:
+        return None
+    phase = _get(pod, "status", "phase")
+    active = phase not in FINISHED_PHASES
+    if kind == "build":
+        return PodInfo(kind, active)
+    containers = _get(pod, "spec", "containers")
+    containers = [c for c in containers if isinstance(c, Mapping)] if isinstance(containers, list) else []
+    # KubeSpawner names the server container "notebook"; fall back to the first one.
+    server = next((c for c in containers if c.get("name") == "notebook"), containers[0] if containers else {})
+    image = server.get("image") if isinstance(server.get("image"), str) else None
+    spec = None
+    env = server.get("env")
+    for var in env if isinstance(env, list) else ():
+        if isinstance(var, Mapping) and var.get("name") == "BINDER_REQUEST" and isinstance(var.get("value"), str):
+            spec = launch_spec(var["value"])
+    return PodInfo(kind, active, image, spec)
+
+
+def launch_spec(binder_request: str) -> str | None:
+    """`v2/gh/org/repo/ref` (BinderHub's `binder_request`) → `gh/org/repo/ref`."""
+    request = binder_request.strip().lstrip("/")
+    if not request.startswith("v2/"):
+        return None
+    spec = request[len("v2/"):]
+    provider, sep, rest = spec.partition("/")
+    return spec if provider and sep and rest else None
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    usable: bool              # Ready and schedulable
+    pods: int = 0
+    cpu: float = 0.0
+    memory: int = 0
+    slugs: frozenset[str] = frozenset()   # safe slugs of member images on the node
+
+
+def _quantity(value: Any) -> Any:
+    from kubernetes.utils import parse_quantity
+
+    if value is None:
+        return None
+    try:
+        return parse_quantity(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+
+
+def node_info(node: Any, image_prefix: str) -> NodeInfo:
+    name = _get(node, "metadata", "name")
+    conditions = _get(node, "status", "conditions")
+    ready = any(
+        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (conditions if isinstance(conditions, list) else ())
+    )
+    usable = ready and _get(node, "spec", "unschedulable") is not True
+    allocatable = _get(node, "status", "allocatable")
+    allocatable = allocatable if isinstance(allocatable, Mapping) else {}
+    pods, cpu, memory = (_quantity(allocatable.get(k)) for k in ("pods", "cpu", "memory"))
+    slugs = set()
+    entries = _get(node, "status", "images")
+    for entry in entries if isinstance(entries, list) else ():
+        names = entry.get("names") if isinstance(entry, Mapping) else None
+        for image in names if isinstance(names, list) else ():
+            parsed = images.parse_image_name(image_prefix, image) if isinstance(image, str) else None
+            if parsed is not None:
+                slugs.add(parsed[0])
+    return NodeInfo(
+        name=name if isinstance(name, str) else "<unnamed>",
+        usable=usable,
+        pods=max(int(pods), 0) if pods is not None else 0,
+        cpu=max(float(cpu), 0.0) if cpu is not None else 0.0,
+        memory=max(int(memory), 0) if memory is not None else 0,
+        slugs=frozenset(slugs),
+    )
+
+
+# --- what the agent knows ------------------------------------------------------------------
+
+
+class PodBook:
+    """The current BinderHub pods, kept by list + watch events (event-loop thread only)."""
+
+    def __init__(self) -> None:
+        self._pods: dict[tuple[str, str], PodInfo] = {}
+
+    @staticmethod
+    def _key(pod: Any, namespace: str) -> tuple[str, str] | None:
+        name = _get(pod, "metadata", "name")
+        ns = _get(pod, "metadata", "namespace") or namespace
+        return (ns, name) if isinstance(name, str) and isinstance(ns, str) else None
+
+    def replace(self, namespace: str, pods: Iterable[Any]) -> None:
+        for key in [k for k in self._pods if k[0] == namespace]:
+            del self._pods[key]
+        for pod in pods:
+            self.put(namespace, pod)
+
+    def put(self, namespace: str, pod: Any) -> PodInfo | None:
+        key = self._key(pod, namespace)
+        info = pod_info(pod)
+        if key is None or info is None or key[0] != namespace:
+            return None  # a pod of another namespace is none of ours
+        self._pods[key] = info
+        return info
+
+    def remove(self, namespace: str, pod: Any) -> None:
+        key = self._key(pod, namespace)
+        if key is not None:
+            self._pods.pop(key, None)
+
+    def usage(self) -> Usage:
+        user = sum(1 for p in self._pods.values() if p.active and p.kind == "user")
+        build = sum(1 for p in self._pods.values() if p.active and p.kind == "build")
+        return Usage(user_pods=user, build_pods=build)
+
+    def pods(self) -> list[PodInfo]:
+        return list(self._pods.values())
+
+
+# --- the API (blocking calls, for worker threads) ----------------------------------------------
+
+
+def api_status(exc: BaseException) -> int | None:
+    """The HTTP status of a kubernetes ApiException, else None."""
+    from kubernetes.client.exceptions import ApiException
+
+    return exc.status if isinstance(exc, ApiException) else None
+
+
+ConfigLoader = Callable[[], Any]  # () -> kubernetes.client.Configuration
+
+
+def default_config_loader(kubeconfig: str | None = None, context: str | None = None) -> ConfigLoader:
+    """In-cluster service account when running in a pod (and no kubeconfig is given), else a kubeconfig."""
+    from kubernetes import client, config
+
+    def load() -> Any:
+        configuration = client.Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            # try_refresh_token: the client re-reads the projected token file before it expires
+            config.load_incluster_config(client_configuration=configuration, try_refresh_token=True)
+        else:
+            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        return configuration
+
+    return load
+
+
+class KubeReader:
+    """The agent's Kubernetes API access. Every method blocks: call it from a worker thread."""
+
+    def __init__(self, load_config: ConfigLoader, request_timeout: float = 30.0):
+        self._load_config = load_config
+        self.request_timeout = request_timeout
+        self._lock = threading.Lock()
+        self._api: Any = None
+        self._clients: list[Any] = []
+
+    def api(self) -> Any:
+        from kubernetes import client
+
+        with self._lock:
+            if self._api is None:
+                api_client = client.ApiClient(self._load_config())
+                self._clients.append(api_client)
+                self._api = client.CoreV1Api(api_client)
+            return self._api
+
+    def reset(self) -> None:
+        """Forget the client: the next call loads the configuration (and credentials) again."""
+        with self._lock:
+            self._api = None
+
+    def close(self) -> None:
+        with self._lock:
+            for api_client in self._clients:
+                try:
+                    api_client.close()
+                except Exception:  # closing is best effort
+                    pass
+            self._clients.clear()
+            self._api = None
+
+    def _list(self, call: Callable[..., Any], **kwargs: Any) -> tuple[list[Any], str | None]:
+        """All pages of a list call, as raw objects, and the list's resourceVersion."""
+        items: list[Any] = []
+        token: str | None = None
+        version: str | None = None
+        while True:
+            extra = {"_continue": token} if token else {}
+            response = call(limit=LIST_PAGE, _preload_content=False,
+                            _request_timeout=self.request_timeout, **extra, **kwargs)
+            body = json.loads(response.data)
+            page = body.get("items") if isinstance(body, dict) else None
+            items.extend(page if isinstance(page, list) else ())
+            version = _get(body, "metadata", "resourceVersion") or version
+            token = _get(body, "metadata", "continue")
+            if not token:
+                return items, version
+
+    def list_pods(self, namespace: str, selector: str) -> tuple[list[Any], str | None]:
+        api = self.api()
+        return self._list(lambda **kw: api.list_namespaced_pod(namespace, label_selector=selector, **kw))
+
+    def list_nodes(self, selector: str | None) -> list[Any]:
+        api = self.api()
+        extra = {"label_selector": selector} if selector else {}
+        return self._list(lambda **kw: api.list_node(**extra, **kw))[0]
+
+
+# --- watching pods ------------------------------------------------------------------------
+
+
+class PodWatcher:
+    """Keeps a PodBook current for one namespace: list, then watch; re-list on 410 Gone."""
+
+    def __init__(self, kube: KubeReader, namespace: str, book: PodBook, *,
+                 on_pod: Callable[[PodInfo], None] | None = None,
+                 watch_timeout: int = 300, backoff_initial: float = 1.0, backoff_max: float = 60.0):
+        self.kube = kube
+        self.namespace = namespace
+        self.book = book
+        self.on_pod = on_pod
+        self.watch_timeout = watch_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.selector = f"component in ({USER_COMPONENT},{BUILD_COMPONENT})"
+        self.synced = False              # the book reflects a successful list (and the watch since)
+        self.lists = 0
+        self.errors = 0
+        self._stopping = threading.Event()
+        self._watch: Any = None
+        self._blocking: asyncio.Future[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name=f"pod-watch-{self.namespace}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.kube.request_timeout + 5
+        # A blocked watch read only ends when its socket is shut; Watch.stop() does that
+        # once the stream has a response, so repeat it until the thread has returned.
+        while self._blocking is not None and not self._blocking.done() and loop.time() < deadline:
+            if self._watch is not None:
+                self._watch.stop()
+            await asyncio.wait({self._blocking}, timeout=0.05)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self._blocking = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        return await self._blocking
+
+    async def _run(self) -> None:
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
+        version: str | None = None   # None: the book must be (re)built from a list
+        while not self._stopping.is_set():
+            try:
+                if version is None:
+                    pods, version = await self._in_thread(self.kube.list_pods, self.namespace, self.selector)
+                    self.book.replace(self.namespace, pods)
+                    self._learn_all()
+                    self.lists += 1
+                    self.synced = True
+                    backoff.reset()
+                    if version is None:
+                        raise RuntimeError("pod list carried no resourceVersion")
+                version = await self._in_thread(self._watch_blocking, version)
+                backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._stopping.is_set():
+                    return
+                status = api_status(exc)
+                if status == 410:
+                    log.info("pod watch in %s expired (410 Gone); listing again", self.namespace)
+                    version = None
+                    continue
+                self.errors += 1
+                if status == 401:
+                    # An expired or rotated token: rebuild the client, which reads it again.
+                    self.kube.reset()
+                # The stream broke or the API refused: events may have been missed, so the
+                # counts are not trusted (nor reported) until a list succeeds again.
+                self.synced = False
+                version = None
+                delay = backoff.next()
+                log.warning("pod watch in %s failed (%s); retrying in %.1f s", self.namespace,
+                            f"HTTP {status}" if status else f"{type(exc).__name__}: {exc}", delay)
+                await asyncio.sleep(delay)
+
+    def _learn_all(self) -> None:
+        if self.on_pod is not None:
+            for pod in self.book.pods():
+                self.on_pod(pod)
+
+    def _apply(self, kind: str, obj: Any) -> None:
+        if kind == "DELETED":
+            self.book.remove(self.namespace, obj)
+            return
+        info = self.book.put(self.namespace, obj)
+        if info is not None and self.on_pod is not None:
+            self.on_pod(info)
+
+    def _watch_blocking(self, version: str) -> str:
+        """One watch stream (worker thread); returns the last resourceVersion seen."""
+        from kubernetes import watch
+
+        loop = self._loop
+        assert loop is not None
+        api = self.kube.api()
+        stream = watch.Watch()
+        self._watch = stream
+        if self._stopping.is_set():
+            return version
+
+        # A plain function (no return annotation) makes Watch hand out raw JSON objects.
+        def list_pods(**kwargs: Any) -> Any:
+            return api.list_namespaced_pod(self.namespace, label_selector=self.selector, **kwargs)
+
+        timeout = self.watch_timeout
+        try:
+            for event in stream.stream(list_pods, resource_version=version, timeout_seconds=timeout,
+                                       allow_watch_bookmarks=True,
+                                       _request_timeout=(self.kube.request_timeout, timeout + 30)):
+                if self._stopping.is_set():
+                    break
+                kind = event.get("type") if isinstance(event, dict) else None
+                obj = event.get("raw_object") if isinstance(event, dict) else None
+                seen = _get(obj, "metadata", "resourceVersion")
+                if isinstance(seen, str) and seen:
+                    version = seen
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    loop.call_soon_threadsafe(self._apply, kind, obj)
+        finally:
+            stream.stop()
+            self._watch = None
+        return version

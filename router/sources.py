@@ -1,0 +1,142 @@
+"""Runs one router's membership sources and applies config reloads to the running app.
+
+The router's configuration lives in one place, `RouterContext.config`, and handlers
+read it per request; a reload replaces that attribute with a new frozen
+`FederationConfig` in one assignment, so a request sees either the old or the new
+config, never a mix. Background objects built from parts of it (the prober) are
+updated here. Settings that cannot change without a restart (listen address, port,
+forwarding mode, store URL, launch-log sink) keep their running values; an edit to
+them is logged as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from federation.config import ConsulSettings, FederationConfig
+from federation.secrets import SecretError, read_secret
+from federation.sources.file import FileSource
+
+from . import admin
+from .context import CONTEXT
+
+log = logging.getLogger("binderfed.sources")
+
+# Settings a running router cannot change: (section or None, field).
+RESTART_ONLY = (("router", "host"), ("router", "port"), ("router", "forward"), (None, "store_url"), (None, "launch_log"))
+
+# How long start-up waits for Consul's first answer before serving without it.
+CONSUL_FIRST_SYNC = 2.0
+
+
+def _get(cfg: FederationConfig, section: str | None, name: str):
+    return getattr(getattr(cfg, section) if section else cfg, name)
+
+
+def keep_restart_only(running: FederationConfig, new: FederationConfig) -> FederationConfig:
+    """`new` with the restart-only settings of `running`."""
+    router = replace(new.router, host=running.router.host, port=running.router.port, forward=running.router.forward)
+    return replace(new, router=router, store_url=running.store_url, launch_log=running.launch_log)
+
+
+class RouterSources:
+    """The file and Consul sources of one app; `start()`/`stop()` run from its cleanup_ctx."""
+
+    def __init__(self, app: web.Application, config_path: str | Path | None = None, *,
+                 sighup: bool = False, poll_interval: float = 0.5, consul_retry_initial: float = 0.5):
+        self.app = app
+        self.ctx = app[CONTEXT]
+        self.config_path = config_path
+        self.sighup = sighup
+        self.poll_interval = poll_interval
+        self.consul_retry_initial = consul_retry_initial
+        self.file: FileSource | None = None
+        self.consul = None  # federation.sources.consul.ConsulSource, imported only when enabled
+        self._file_config: FederationConfig | None = None
+        self._consul_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        admin.load_token(self.app, self.ctx.config.admin)
+        if self.config_path is not None:
+            self.file = FileSource(
+                self.config_path, self.ctx.membership, on_config=self.apply, on_result=self.ctx.metrics.observe_reload,
+                poll_interval=self.poll_interval, sighup=self.sighup,
+            )
+            await self.file.start()
+        await self._set_consul(self.ctx.config.consul)
+
+    async def stop(self) -> None:
+        if self.file is not None:
+            await self.file.stop()
+        async with self._consul_lock:
+            if self.consul is not None:
+                await self.consul.stop()
+                self.consul = None
+
+    async def apply(self, file_config: FederationConfig) -> None:
+        """Put a freshly loaded config from the file in force."""
+        ctx = self.ctx
+        running = ctx.config
+        if self._file_config is not None:
+            for section, name in RESTART_ONLY:
+                before, after = _get(self._file_config, section, name), _get(file_config, section, name)
+                if before != after:
+                    key = f"{section}.{name}" if section else name
+                    log.warning("%s: %s changed from %r to %r; this takes effect only after a restart",
+                                file_config.source, key, before, after)
+        self._file_config = file_config
+        new = keep_restart_only(running, file_config)
+        ctx.config = new  # one assignment: handlers read ctx.config per request
+        if ctx.prober is not None:
+            ctx.prober.settings = new.health
+            ctx.prober.headroom = new.policy.pod_headroom
+        admin.load_token(self.app, new.admin)
+        if new.consul != running.consul:
+            await self._set_consul(new.consul)
+
+    async def _set_consul(self, settings: ConsulSettings) -> None:
+        async with self._consul_lock:
+            was_running = self.consul is not None
+            if self.consul is not None:
+                await self.consul.stop()
+                self.consul = None
+            if not settings.enabled:
+                if was_running:
+                    log.info("Consul discovery disabled: its members leave rotation")
+                self.ctx.membership.set_source("consul", ())
+                return
+            try:
+                token = read_secret(settings.token_env, settings.token_file)
+            except SecretError as exc:
+                # Without its token Consul would answer with an ACL-filtered (empty) list and
+                # every registered member would leave; better not to watch at all.
+                log.error("Consul discovery not started: Consul token %s", exc)
+                return
+            from federation.sources.consul import ConsulSource
+
+            self.consul = ConsulSource(settings, self.ctx.membership, token.value, on_sync=self.ctx.metrics.observe_source,
+                                       retry_initial=self.consul_retry_initial)
+            await self.consul.start()
+            try:
+                await asyncio.wait_for(self.consul.synced.wait(), CONSUL_FIRST_SYNC)
+            except asyncio.TimeoutError:
+                log.warning("no answer from Consul at %s yet; serving without its members until it answers", settings.url)
+
+
+SOURCES = web.AppKey("binderfed_sources", RouterSources)
+
+
+async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """The cleanup_ctx entry that runs an app's sources (after the store and prober are up)."""
+    sources = app[SOURCES]
+    await sources.start()
+    try:
+        yield
+    finally:
+        await sources.stop()

@@ -1,0 +1,499 @@
+"""RedisStore only: URLs, round trips on the hot path, sharing between replicas, degradation.
+
+Runs against real redis-server processes: the session one from tests/conftest.py, and
+private ones (tests.support.redis_proc.RedisProcess) for tests that stop or freeze Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+
+from federation.members import MemberState, MemberStatus, Override
+from federation.redis_store import RedisStore, RedisTarget, parse_redis_url
+from federation.store import open_store
+from tests.support.redis_proc import RedisProcess
+
+T0 = 1_700_000_000.0
+STORE_LOG = "binderfed.store"
+
+
+class FakeClock:
+    def __init__(self, now: float = T0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture
+async def stores():
+    """Make started RedisStores; all closed at the end of the test."""
+    made: list[RedisStore] = []
+
+    async def make(url: str, **kwargs: Any) -> RedisStore:
+        store = RedisStore(url, **kwargs)
+        made.append(store)
+        await store.start()
+        return store
+
+    yield make
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+def private_redis():
+    """A redis-server of the test's own, which the test may stop, freeze and restart."""
+    procs: list[RedisProcess] = []
+
+    def make(start: bool = True) -> RedisProcess:
+        proc = RedisProcess()
+        procs.append(proc)
+        if start:
+            proc.start()
+        return proc
+
+    yield make
+    for proc in procs:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.proc.send_signal(signal.SIGCONT)
+        proc.stop()
+
+
+@asynccontextmanager
+async def plain_client(url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def status(name: str, checked_at: float = T0, **kw: Any) -> MemberStatus:
+    return MemberStatus(name=name, state=kw.pop("state", MemberState.HEALTHY), reason=kw.pop("reason", "ok"),
+                        quota=10, has_quota=True, total_pods=2, checked_at=checked_at, **kw)
+
+
+# -- URLs ------------------------------------------------------------------------------------
+def test_parse_plain_and_tls_urls():
+    t = parse_redis_url("redis://127.0.0.1:6380/2")
+    assert (t.kind, t.db, t.ssl, t.password) == ("redis", 2, False, None)
+    assert t.describe() == "redis://127.0.0.1:6380/2"
+    t = parse_redis_url("rediss://user:s%40cret@redis.example.org:6390/0")
+    assert (t.kind, t.db, t.ssl, t.username, t.password) == ("rediss", 0, True, "user", "s@cret")
+    assert "cret" not in t.describe() and t.describe() == "rediss://redis.example.org:6390/0"
+    assert parse_redis_url("redis://localhost").db == 0
+    with pytest.raises(ValueError, match="database must be a number"):
+        parse_redis_url("redis://localhost/abc")
+    with pytest.raises(ValueError, match="expected redis://"):
+        parse_redis_url("http://localhost:6379")
+
+
+def test_parse_sentinel_urls():
+    t = parse_redis_url("redis+sentinel://10.0.0.1:26380,10.0.0.2,[::1]:5000/binderfed/3")
+    assert t == RedisTarget(kind="sentinel", sentinels=(("10.0.0.1", 26380), ("10.0.0.2", 26379), ("::1", 5000)),
+                            service="binderfed", db=3)
+    t = parse_redis_url("redis+sentinel://s3cret@sentinel:26379/mymaster")
+    assert (t.password, t.username, t.sentinels, t.service, t.db) == ("s3cret", None, (("sentinel", 26379),),
+                                                                      "mymaster", 0)
+    t = parse_redis_url("redis+sentinel://bob:pw@a:1,b:2/svc/1?sentinel_password=sp&ssl=true")
+    assert (t.username, t.password, t.sentinel_password, t.ssl, t.db) == ("bob", "pw", "sp", True, 1)
+    assert t.describe() == "redis+sentinel://a:1,b:2/svc/1"
+    for bad, message in [("redis+sentinel://host:26379", "no service name"),
+                         ("redis+sentinel://host:26379/", "no service name"),
+                         ("redis+sentinel:///svc", "no sentinel host"),
+                         ("redis+sentinel://host:port/svc", "bad port"),
+                         ("redis+sentinel://host/svc/x", "database must be a number"),
+                         ("redis+sentinel://host/svc/1/2", "too many path segments")]:
+        with pytest.raises(ValueError, match=message):
+            parse_redis_url(bad)
+
+
+def test_open_store_and_lazy_export():
+    from federation.store import RedisStore as exported
+
+    assert exported is RedisStore
+    clock = FakeClock()
+    store = open_store("redis+sentinel://127.0.0.1:1/svc", clock=clock)
+    assert isinstance(store, RedisStore) and store.clock is clock and store.target.kind == "sentinel"
+    assert isinstance(open_store("rediss://127.0.0.1:1/0"), RedisStore)
+
+
+# -- round trips -----------------------------------------------------------------------------
+class SendCounter:
+    """Counts the requests this process writes to Redis (a pipeline or EVALSHA is one)."""
+
+    def __init__(self, monkeypatch):
+        self.active = False
+        self.sent: list[bytes] = []
+        original = AbstractConnection.send_packed_command
+        counter = self
+
+        async def send(conn, command, check_health=True):
+            if counter.active:
+                parts = [command] if isinstance(command, (bytes, str)) else list(command)
+                counter.sent.append(b"".join(p.encode() if isinstance(p, str) else bytes(p) for p in parts))
+            return await original(conn, command, check_health)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", send)
+
+
+async def commandstats(client: aioredis.Redis) -> dict[str, int]:
+    info = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
+
+
+async def test_hot_path_is_one_round_trip_each(redis_url, stores, monkeypatch):
+    store = await stores(redis_url)
+    for i in range(5):
+        await store.put_status(status(f"m{i}"))
+        await store.learn_image("gh/x/y", f"m{i}", 600)
+    await store.record_launch("m0", 300, {"timestamp": time.time()})
+    await store.launch_state("gh/x/y")  # warm: connection made, scripts loaded
+    counter = SendCounter(monkeypatch)
+    async with plain_client(redis_url) as admin:
+        for call in [lambda: store.launch_state("gh/x/y"), lambda: store.launch_state(None),
+                     lambda: store.record_launch("m1", 300, {"timestamp": time.time(), "member": "m1"}),
+                     lambda: store.record_launch("m2", 300)]:
+            before = await commandstats(admin)
+            counter.active, counter.sent = True, []
+            await call()
+            counter.active = False
+            after = await commandstats(admin)
+            assert len(counter.sent) == 1, counter.sent
+            assert counter.sent[0].startswith(b"*") and b"EVALSHA" in counter.sent[0].upper()
+            assert after.get("evalsha", 0) - before.get("evalsha", 0) == 1
+            # (commandstats also counts the commands a script runs inside, so only check
+            # that nothing else ran at the top level: no script (re)load, no transaction.)
+            for top_level in ["eval", "script|load", "multi", "exec"]:
+                assert after.get(top_level, 0) == before.get(top_level, 0), top_level
+    state = await store.launch_state("gh/x/y")
+    assert state.in_flight == {"m0": 1, "m1": 1, "m2": 1}
+    assert state.holders == {f"m{i}" for i in range(5)} and set(state.statuses) == {f"m{i}" for i in range(5)}
+    assert not store.degraded
+
+
+async def test_other_methods_are_one_round_trip(redis_url, stores, monkeypatch):
+    store = await stores(redis_url)
+    await store.launch_state(None)
+    counter = SendCounter(monkeypatch)
+    calls = [store.cache_size(), store.hit("k", 5, 10), store.acquire_lease("l", "me", 5), store.in_flight(),
+             store.settle_in_flight("m", 1), store.learn_image("r", "m", 5), store.image_holders("r"),
+             store.statuses(), store.overrides(), store.ejections(), store.release_lease("l", "me")]
+    for call in calls:
+        counter.active, counter.sent = True, []
+        await call
+        counter.active = False
+        assert len(counter.sent) == 1
+
+
+# -- replicas share state --------------------------------------------------------------------
+async def test_two_replicas_see_each_other(redis_url, stores):
+    clock = FakeClock()
+    a = await stores(redis_url, clock=clock)
+    b = await stores(redis_url, clock=clock)
+    await a.put_status(status("m1"))
+    await b.put_status(status("m2", state=MemberState.FULL))
+    await a.record_launch("m1", 60, {"timestamp": T0, "by": "a"})
+    await a.record_launch("m1", 60)
+    await b.record_launch("m1", 60, {"timestamp": T0 + 1, "by": "b"})
+    await b.record_launch("m2", 60)
+    await a.learn_image("gh/x/y", "m1", 600)
+    await b.learn_image("gh/x/y", "m2", 600)
+    await a.set_override("m2", Override(draining=True, by="admin", at=T0))
+    await b.set_ejection("m1", T0 + 30)
+    for store in (a, b):
+        state = await store.launch_state("gh/x/y")
+        assert set(state.statuses) == {"m1", "m2"} and state.statuses["m2"].state == MemberState.FULL
+        assert state.in_flight == {"m1": 3, "m2": 1}
+        assert state.holders == {"m1", "m2"}
+        assert state.overrides == {"m2": Override(draining=True, by="admin", at=T0)}
+        assert state.ejections == {"m1": T0 + 30}
+        assert await store.cache_size() == 2
+        assert [e["by"] for e in await store.recent_launches(0)] == ["a", "b"]
+    await b.settle_in_flight("m1", 2)
+    assert await a.in_flight() == {"m1": 1, "m2": 1}
+    assert await a.acquire_lease("prober", "a", 10)
+    assert not await b.acquire_lease("prober", "b", 10)
+    await a.set_override("m2", None)
+    assert await b.overrides() == {}
+    assert await b.hit("ip", 1, 10) == (True, 10.0)
+    assert await a.hit("ip", 1, 10) == (False, 10.0)
+    assert not a.degraded and not b.degraded
+
+
+async def test_key_prefixes_are_isolated(redis_url, stores):
+    a = await stores(redis_url, key_prefix="fedA:")
+    b = await stores(redis_url, key_prefix="fedB:")
+    await a.put_status(status("m1"))
+    await a.record_launch("m1", 60)
+    assert await b.statuses() == {} and await b.in_flight() == {}
+    async with plain_client(redis_url) as admin:
+        keys = await admin.keys("*")
+    assert keys and all(k.startswith("fedA:") for k in keys)
+
+
+async def test_keys_carry_a_garbage_collection_ttl(redis_url, stores):
+    store = await stores(redis_url)
+    await store.record_launch("m1", 30)
+    await store.learn_image("gh/x/y", "m1", 30)
+    await store.hit("ip", 5, 10)
+    await store.acquire_lease("prober", "me", 10)
+    async with plain_client(redis_url) as admin:
+        for key, at_least in [("binderfed:inflight:m1", 30), ("binderfed:image:gh/x/y", 30),
+                              ("binderfed:rate:ip", 10), ("binderfed:lease:prober", 10)]:
+            ttl = await admin.pttl(key)
+            assert at_least * 1000 < ttl <= (at_least + 61) * 1000, key
+
+
+async def test_launch_log_is_bounded(redis_url, stores):
+    store = await stores(redis_url, log_length=50)
+    for i in range(400):
+        await store.record_launch("m", 60, {"timestamp": T0 + i, "n": i})
+    async with plain_client(redis_url) as admin:
+        length = await admin.xlen("binderfed:launches")
+    assert 50 <= length <= 50 + 100  # MAXLEN ~ trims whole stream nodes (100 entries each)
+    events = await store.recent_launches(0)
+    assert [e["n"] for e in events] == list(range(400 - length, 400))
+    assert [e["n"] for e in await store.recent_launches(T0 + 395)] == [395, 396, 397, 398, 399]
+
+
+async def test_recent_launches_pages_through_long_logs(redis_url, stores, monkeypatch):
+    monkeypatch.setattr("federation.redis_store.RANGE_PAGE", 7)
+    store = await stores(redis_url)
+    for i in range(30):
+        await store.record_launch("m", 60, {"timestamp": T0 + i / 10, "n": i})
+    assert [e["n"] for e in await store.recent_launches(0)] == list(range(30))
+    assert [e["n"] for e in await store.recent_launches(T0 + 1)] == list(range(10, 30))
+
+
+async def test_unreadable_entries_are_skipped(redis_url, stores):
+    store = await stores(redis_url)
+    await store.put_status(status("good"))
+    async with plain_client(redis_url) as admin:
+        await admin.hset("binderfed:status", "bad", "{not json")
+        await admin.hset("binderfed:override", "bad", "[]")
+        await admin.hset("binderfed:ejection", "bad", "soon")
+    state = await store.launch_state(None)
+    assert set(state.statuses) == {"good"} and state.overrides == {} and state.ejections == {}
+    assert not store.degraded
+
+
+# -- degradation ------------------------------------------------------------------------------
+async def timed(awaitable, limit: float = 1.0):
+    started = time.monotonic()
+    result = await awaitable
+    elapsed = time.monotonic() - started
+    assert elapsed < limit, f"call took {elapsed:.2f} s"
+    return result
+
+
+async def exercise_every_method(store: RedisStore) -> None:
+    """Every method answers (without raising) and quickly."""
+    await timed(store.launch_state("gh/x/y"))
+    await timed(store.launch_state(None))
+    await timed(store.record_launch("m1", 60, {"timestamp": time.time()}))
+    await timed(store.put_status(status("m3")))
+    await timed(store.statuses())
+    await timed(store.settle_in_flight("m9", 1))
+    await timed(store.in_flight())
+    await timed(store.learn_image("gh/o/p", "m9", 60))
+    await timed(store.image_holders("gh/o/p"))
+    await timed(store.cache_size())
+    await timed(store.set_override("m9", Override(weight=0.1, at=time.time())))
+    await timed(store.overrides())
+    await timed(store.set_ejection("m9", time.time() + 1))
+    await timed(store.ejections())
+    await timed(store.recent_launches(0))
+    await timed(store.hit("ip", 100, 10))
+    assert await timed(store.acquire_lease("prober", "someone", 10)) is True
+    await timed(store.release_lease("prober", "someone"))
+
+
+async def test_degrades_and_recovers_when_redis_stops(private_redis, stores, caplog):
+    caplog.set_level(logging.INFO, logger=STORE_LOG)
+    proc = private_redis()
+    a = await stores(proc.url, backoff_initial=0.05, backoff_max=0.3)
+    b = await stores(proc.url, backoff_initial=0.05, backoff_max=0.3)
+    now = time.time()
+    await a.put_status(status("m1", checked_at=now))
+    await b.put_status(status("m2", checked_at=now))
+    await a.record_launch("m1", 300, {"timestamp": now, "n": 1})
+    await b.record_launch("m1", 300)
+    await a.learn_image("gh/x/y", "m2", 600)
+    await b.set_override("m2", Override(draining=True, at=now))
+    await b.set_ejection("m1", now + 20)
+    assert await b.acquire_lease("prober", "b", 30)
+    assert not await a.acquire_lease("prober", "a", 30)
+    before = await a.launch_state("gh/x/y")
+    assert before.in_flight == {"m1": 2} and set(before.statuses) == {"m1", "m2"}
+
+    proc.stop()
+
+    # The last snapshot plus this replica's own launches, every call quick, nothing raised.
+    state = await timed(a.launch_state("gh/x/y"))
+    assert a.degraded is True
+    assert state.statuses == before.statuses
+    assert state.overrides == {"m2": Override(draining=True, at=now)}
+    assert state.ejections == {"m1": now + 20}
+    assert state.holders == {"m2"}
+    assert state.in_flight == {"m1": 1}            # a's own launch; b's is not known here
+    assert await timed(a.acquire_lease("prober", "a", 30)) is True   # degraded: probe members itself
+    await exercise_every_method(a)
+    assert [e.get("n") for e in await a.recent_launches(now)][:1] == [1]
+
+    # Written while degraded: pushed back on recovery.
+    later = time.time()
+    await a.put_status(status("m1", checked_at=later, state=MemberState.UNHEALTHY, reason="down"))
+    await a.record_launch("m2", 300, {"timestamp": later, "n": 2})
+    await a.learn_image("gh/new/repo", "m1", 600)
+    await a.set_override("m1", Override(weight=3.0, by="admin", at=later))
+    await a.set_override("m2", None)
+    await a.set_ejection("m2", later + 40)
+    await asyncio.sleep(0.5)                        # a few reconnect attempts fail meanwhile
+    assert a.degraded is True
+    degraded_logs = [r for r in caplog.records if r.getMessage().startswith("store degraded")]
+    assert len(degraded_logs) == 1, [r.getMessage() for r in degraded_logs]
+    assert f"redis unreachable at redis://127.0.0.1:{proc.port}/0" in degraded_logs[0].getMessage()
+
+    proc.start()                                    # a new, empty redis-server on the same port
+
+    async def recovered() -> bool:
+        await a.launch_state(None)
+        return a.degraded is False
+
+    await wait_for(recovered, timeout=10)
+    assert any(r.getMessage().startswith("store recovered") for r in caplog.records)
+    # b never called Redis while it was down: it reads what a pushed back.
+    state = await b.launch_state("gh/new/repo")
+    assert b.degraded is False
+    assert state.statuses["m1"].state == MemberState.UNHEALTHY
+    assert state.in_flight.get("m2") == 1
+    assert state.holders == {"m1"}
+    assert state.overrides["m1"] == Override(weight=3.0, by="admin", at=later)
+    assert "m2" not in state.overrides
+    assert state.ejections["m2"] == later + 40
+    assert 2 in [e.get("n") for e in await b.recent_launches(later)]
+    # And a's writes reach b again.
+    await a.put_status(status("m4", checked_at=time.time()))
+    assert "m4" in await b.statuses()
+
+
+async def test_events_logged_while_degraded_are_pushed_back_in_chunks(private_redis, stores, monkeypatch):
+    monkeypatch.setattr("federation.redis_store.PUSH_CHUNK", 3)
+    proc = private_redis()
+    store = await stores(proc.url, backoff_initial=0.05, backoff_max=0.2)
+    await store.record_launch("m1", 60, {"timestamp": T0, "n": 0})
+    proc.stop()
+    for i in range(1, 11):
+        await store.record_launch("m1", 60, {"timestamp": T0 + i, "n": i})
+    assert store.degraded
+    proc.start()
+
+    async def recovered() -> bool:
+        return not store.degraded
+
+    await wait_for(recovered, timeout=10)
+    other = await stores(proc.url)
+    assert [e["n"] for e in await other.recent_launches(0)] == list(range(1, 11))
+
+
+async def test_calls_leave_redis_alone_until_a_reconnect_is_due(private_redis, stores, monkeypatch):
+    proc = private_redis()
+    store = await stores(proc.url, backoff_initial=60.0)
+    await store.put_status(status("m1"))
+    proc.stop()
+    await store.statuses()
+    assert store.degraded
+    proc.start()                                      # back, but the next attempt is a minute away
+    counter = SendCounter(monkeypatch)
+    counter.active = True
+    started = time.monotonic()
+    for _ in range(50):
+        await store.launch_state(None)
+        await store.record_launch("m1", 60)
+    assert time.monotonic() - started < 1.0
+    assert counter.sent == [] and store.degraded is True
+    assert (await store.launch_state(None)).in_flight == {"m1": 50}
+
+
+async def test_frozen_redis_times_out_quickly(private_redis, stores):
+    """A Redis that accepts connections but never answers (SIGSTOP): socket timeouts, not hangs."""
+    proc = private_redis()
+    store = await stores(proc.url, socket_timeout=0.3, connect_timeout=0.3, backoff_initial=0.05, backoff_max=0.2)
+    await store.put_status(status("m1"))
+    await store.record_launch("m1", 60)
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGSTOP)
+    try:
+        state = await timed(store.launch_state(None), limit=1.0)
+        assert store.degraded and set(state.statuses) == {"m1"} and state.in_flight == {"m1": 1}
+        await exercise_every_method(store)
+    finally:
+        proc.proc.send_signal(signal.SIGCONT)
+
+    async def recovered() -> bool:
+        await store.in_flight()
+        return not store.degraded
+
+    await wait_for(recovered, timeout=10)
+    assert (await store.launch_state(None)).statuses["m3"].name == "m3"   # written while frozen, pushed back
+
+
+async def test_start_while_redis_is_down(private_redis, stores):
+    proc = private_redis(start=False)
+    started = time.monotonic()
+    store = await stores(proc.url, backoff_initial=0.05, backoff_max=0.2)
+    assert time.monotonic() - started < 2.0
+    assert store.degraded is True
+    await store.put_status(status("m1"))
+    await store.record_launch("m1", 60)
+    assert (await store.launch_state(None)).in_flight == {"m1": 1}
+    proc.start()
+
+    async def recovered() -> bool:
+        return not store.degraded
+
+    await wait_for(recovered, timeout=10)
+    other = await stores(proc.url)
+    state = await other.launch_state(None)
+    assert set(state.statuses) == {"m1"} and state.in_flight == {"m1": 1}
+
+
+async def test_close_stops_reconnecting(private_redis, stores):
+    proc = private_redis(start=False)
+    store = RedisStore(proc.url, backoff_initial=0.05)
+    await store.start()
+    assert store.degraded and store._reconnect_task is not None
+    task = store._reconnect_task
+    await store.close()
+    assert task.done()
