@@ -45,7 +45,8 @@ Round trips
 `launch_state` and `record_launch` (the hot path of a launch) are one ``EVALSHA``
 each: one Lua script reads statuses, overrides, ejections, the in-flight counts (dropping
 expired launches and empty members on the way) and the holders of one repository
-(dropping expired images); another adds the launch to its member's sorted set and the
+(dropping expired images), and answers with one JSON string (cheaper for the client to
+parse than nested arrays); another adds the launch to its member's sorted set and the
 event to the stream. Every other method is one round trip as well (a script or a
 transaction pipeline), except `recent_launches`, which pages through the stream.
 Scripts use keys derived from their arguments, so they need a single Redis (or a
@@ -62,7 +63,9 @@ slightly older than the newest one), so `recent_launches(since)` is an ``XRANGE`
 Degradation
 -----------
 When Redis cannot be reached (connection refused or reset, socket timeouts of
-`socket_timeout` seconds, a Sentinel with no master) the store never raises: it sets
+`socket_timeout` seconds, a Sentinel with no master, or any other Redis error such as a
+read-only former master) the store never raises; no call waits longer than
+``socket_timeout + connect_timeout`` (1 s by default) for Redis. It sets
 ``degraded = True``, logs ``store degraded: redis unreachable at ...`` once, and answers
 from an internal `MemoryStore` that mirrors what this replica last read and wrote: the
 last snapshot of statuses, overrides and ejections, the image holders it read or learned,
@@ -72,7 +75,8 @@ Redis at all; a background task retries (``PING``) with exponential back-off fro
 every replica probes members itself. Rate-limit windows are counted locally.
 
 On reconnection, what this replica wrote while degraded is pushed back in one atomic
-script before ``degraded`` turns False and ``store recovered`` is logged:
+script (launch events beyond `PUSH_CHUNK` follow in further ones) before ``degraded``
+turns False and ``store recovered`` is logged:
 
 * in-flight launches that are still live (same launch ids, so a repeated push is harmless),
   minus those settled locally meanwhile;
@@ -84,7 +88,9 @@ script before ``degraded`` turns False and ``store recovered`` is logged:
 * ejections (the later ``until`` wins);
 * launch events (bounded by `log_length`).
 
-Rate-limit counters and leases are not pushed back: they are short-lived by nature.
+Launches recorded before the outage are not pushed again: Redis may have settled some of
+them meanwhile (on another replica's probe), and re-adding those would overcount. Rate-limit
+counters and leases are not pushed back: they are short-lived by nature.
 """
 
 from __future__ import annotations
@@ -240,8 +246,9 @@ if KEYS[5] then
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
   holders = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
 end
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]),
-        counts, holders}
+-- One JSON string rather than nested arrays: one bulk reply parses much faster client-side.
+return cjson.encode({redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
+                     redis.call('HGETALL', KEYS[3]), counts, holders})
 """
 
 # KEYS: inflight-members   ARGV: now, inflight key prefix
@@ -270,6 +277,10 @@ local function add_event(stream, ts_ms, payload, maxlen)
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', payload)
   end
 end
+"""
+
+# A key's garbage-collection TTL only ever grows.
+_EXTEND_TTL_FUNCTION = """
 local function extend_ttl(key, ms)
   if redis.call('PTTL', key) < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
 end
@@ -277,7 +288,7 @@ end
 
 # KEYS: inflight:<member>, inflight-members, launches
 # ARGV: member, launch id, expiry, gc ttl ms, event JSON ('' = none), event ms, maxlen
-RECORD_LAUNCH = _XADD_FUNCTION + """
+RECORD_LAUNCH = _XADD_FUNCTION + _EXTEND_TTL_FUNCTION + """
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
 extend_ttl(KEYS[1], ARGV[4])
@@ -295,7 +306,7 @@ return 1
 """
 
 # KEYS: image:<repo>, images   ARGV: member, expiry, index member, now, gc ttl ms
-LEARN_IMAGE = _XADD_FUNCTION + """
+LEARN_IMAGE = _EXTEND_TTL_FUNCTION + """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
@@ -346,7 +357,7 @@ return 0
 # What a replica wrote while degraded, in one go (see "Degradation" in the module docstring).
 # KEYS: status, override, ejection, inflight-members, launches, images
 # ARGV: payload JSON, key prefix, now, maxlen, gc margin ms
-PUSH = _XADD_FUNCTION + """
+PUSH = _XADD_FUNCTION + _EXTEND_TTL_FUNCTION + """
 local p = cjson.decode(ARGV[1])
 local prefix = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -422,8 +433,18 @@ class _Journal:
         self.events = collections.deque([*older.events, *self.events], maxlen=maxlen)
 
 
+_UNREADABLE = object()
+
+
 def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
     return list(zip(flat[0::2], flat[1::2]))
+
+
+def _describe_error(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    if len(text) > limit:  # some redis errors embed the whole client's repr
+        text = text[:limit] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _event_ms(event: Mapping[str, Any]) -> int:
@@ -457,6 +478,7 @@ class RedisStore(Store):
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closed = False
         self._sentinel: Sentinel | None = None
+        self._decoded: dict[str, dict[str, tuple[str, Any]]] = {}   # kind -> member -> (raw, object)
         self._redis = self._make_client()
         p = key_prefix
         self._k_status, self._k_override, self._k_ejection = p + "status", p + "override", p + "ejection"
@@ -533,7 +555,7 @@ class RedisStore(Store):
 
     # -- degradation -------------------------------------------------------------------
     def _degrade(self, exc: BaseException) -> None:
-        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        cause = _describe_error(exc)
         self.last_error = cause
         if self.degraded:
             return
@@ -553,7 +575,7 @@ class RedisStore(Store):
                     await self._redis.ping()
                 await self._push_journal()
             except UNREACHABLE as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = _describe_error(exc)
                 log.debug("store still degraded (%s); next attempt in %.1f s", self.last_error,
                           min(delay * 2, self.backoff_max))
                 delay = min(delay * 2, self.backoff_max)
@@ -647,38 +669,37 @@ class RedisStore(Store):
         for member, expiry in scored:
             await fb.learn_image(repo_key, member, expiry - now)
 
-    @staticmethod
-    def _decode_statuses(flat: Any) -> dict[str, MemberStatus]:
+    def _decode(self, kind: str, flat: Any, parse: Callable[[str, str], Any]) -> dict[str, Any]:
+        """Decode a hash read from Redis, reusing the objects of entries whose text has not changed
+        (statuses change once per probe, launches read them many times a second)."""
         items = flat.items() if isinstance(flat, dict) else _pairs(flat)
-        out = {}
+        previous = self._decoded.get(kind, {})
+        cache: dict[str, tuple[str, Any]] = {}
+        out: dict[str, Any] = {}
         for name, raw in items:
-            try:
-                out[name] = MemberStatus.from_json(name, json.loads(raw))
-            except Exception as exc:  # one bad entry must not stop launches
-                log.warning("ignoring unreadable status of member %s in redis: %s", name, exc)
+            hit = previous.get(name)
+            if hit is not None and hit[0] == raw:
+                value = hit[1]
+            else:
+                try:
+                    value = parse(name, raw)
+                except Exception as exc:  # one bad entry must not stop launches
+                    log.warning("ignoring unreadable %s of member %s in redis: %s", kind, name, exc)
+                    value = _UNREADABLE  # remembered, so the warning is not repeated on every read
+            cache[name] = (raw, value)
+            if value is not _UNREADABLE:
+                out[name] = value
+        self._decoded[kind] = cache
         return out
 
-    @staticmethod
-    def _decode_overrides(flat: Any) -> dict[str, Override]:
-        items = flat.items() if isinstance(flat, dict) else _pairs(flat)
-        out = {}
-        for name, raw in items:
-            try:
-                out[name] = Override.from_json(json.loads(raw))
-            except Exception as exc:  # one bad entry must not stop launches
-                log.warning("ignoring unreadable override of member %s in redis: %s", name, exc)
-        return out
+    def _decode_statuses(self, flat: Any) -> dict[str, MemberStatus]:
+        return self._decode("status", flat, lambda name, raw: MemberStatus.from_json(name, json.loads(raw)))
 
-    @staticmethod
-    def _decode_ejections(flat: Any) -> dict[str, float]:
-        items = flat.items() if isinstance(flat, dict) else _pairs(flat)
-        out = {}
-        for name, raw in items:
-            try:
-                out[name] = float(raw)
-            except (ValueError, TypeError):
-                log.warning("ignoring unreadable ejection of member %s in redis: %r", name, raw)
-        return out
+    def _decode_overrides(self, flat: Any) -> dict[str, Override]:
+        return self._decode("override", flat, lambda name, raw: Override.from_json(json.loads(raw)))
+
+    def _decode_ejections(self, flat: Any) -> dict[str, float]:
+        return self._decode("ejection", flat, lambda name, raw: float(raw))
 
     # -- hot path ----------------------------------------------------------------------
     async def launch_state(self, repo_key: str | None) -> LaunchState:
@@ -687,7 +708,9 @@ class RedisStore(Store):
             keys = [self._k_status, self._k_override, self._k_ejection, self._k_inflight_members]
             if repo_key:
                 keys.append(self._k_image + repo_key)
-            raw = await self._launch_state(keys=keys, args=[repr(now), self._k_inflight])
+            # cjson encodes an empty Lua table as {}: `or []` turns those back into lists.
+            raw = [part or [] for part in json.loads(
+                await self._launch_state(keys=keys, args=[repr(now), self._k_inflight]))]
             statuses = self._decode_statuses(raw[0])
             overrides = self._decode_overrides(raw[1])
             ejections = self._decode_ejections(raw[2])

@@ -17,6 +17,11 @@ from .pages import CORS_HEADERS, html_page
 
 def member_json(ctx: RouterContext, view_member, now: float) -> dict:
     """The JSON shape of one member in the API; produced only here."""
+    return member_fields(view_member, now, ctx.config.policy.pod_headroom)
+
+
+def member_fields(view_member, now: float, headroom: int) -> dict:
+    """`member_json` without the context, for pure callers (the status page model)."""
     m = view_member.member
     return {
         "name": m.name,
@@ -30,7 +35,7 @@ def member_json(ctx: RouterContext, view_member, now: float) -> dict:
         "state": view_member.state(now).value,
         "reason": _reason(view_member, now),
         "in_flight": view_member.in_flight,
-        "free": view_member.free(ctx.config.policy.pod_headroom),
+        "free": view_member.free(headroom),
         "draining": view_member.draining,
         "ejected_until": view_member.ejected_until if view_member.ejected(now) else None,
         "override": view_member.override.to_json() if view_member.override else None,

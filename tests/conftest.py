@@ -76,8 +76,9 @@ async def start_router():
     handles: list[RouterHandle] = []
 
     async def start(config: FederationConfig, store: Store | None = None, membership: Membership | None = None,
-                    probe: bool = True, seed: int = 0) -> RouterHandle:
-        app = create_app(config, store or MemoryStore(), membership, rng=random.Random(seed), probe=probe)
+                    probe: bool = True, seed: int = 0, **app_kwargs) -> RouterHandle:
+        # app_kwargs: more create_app() keywords, e.g. config_path= for a watched config file.
+        app = create_app(config, store or MemoryStore(), membership, rng=random.Random(seed), probe=probe, **app_kwargs)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

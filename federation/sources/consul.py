@@ -127,7 +127,7 @@ def members_from_health(entries: list[Mapping[str, Any]] | None, exclude_critica
                 check = critical[0]
                 output = " ".join(str(check.get("Output") or check.get("Notes") or "").split())[:200]
                 left_out.append(EntryProblem(sid, node_name, f"Consul check {check.get('Name') or check.get('CheckID')!r} is critical"
-                                             + (f": {output}" if output else "")))
+                                             + (f": {output}" if output else " (no result yet: a new check starts critical)")))
                 continue
         if member.name in members:
             left_out.append(EntryProblem(sid, node_name, f"duplicate member name {member.name!r} (already registered on another node)"))

@@ -1,4 +1,4 @@
-"""RedisStore only: URLs, round trips on the hot path, sharing between replicas, degradation.
+"""RedisStore only: URLs, round trips on the hot path, sharing between replicas, degradation, Sentinel.
 
 Runs against real redis-server processes: the session one from tests/conftest.py, and
 private ones (tests.support.redis_proc.RedisProcess) for tests that stop or freeze Redis."""
@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -19,7 +23,7 @@ from redis.asyncio.connection import AbstractConnection
 from federation.members import MemberState, MemberStatus, Override
 from federation.redis_store import RedisStore, RedisTarget, parse_redis_url
 from federation.store import open_store
-from tests.support.redis_proc import RedisProcess
+from tests.support.redis_proc import RedisProcess, free_port
 
 T0 = 1_700_000_000.0
 STORE_LOG = "binderfed.store"
@@ -296,7 +300,7 @@ async def test_recent_launches_pages_through_long_logs(redis_url, stores, monkey
     assert [e["n"] for e in await store.recent_launches(T0 + 1)] == list(range(10, 30))
 
 
-async def test_unreadable_entries_are_skipped(redis_url, stores):
+async def test_unreadable_entries_are_skipped(redis_url, stores, caplog):
     store = await stores(redis_url)
     await store.put_status(status("good"))
     async with plain_client(redis_url) as admin:
@@ -305,6 +309,9 @@ async def test_unreadable_entries_are_skipped(redis_url, stores):
         await admin.hset("binderfed:ejection", "bad", "soon")
     state = await store.launch_state(None)
     assert set(state.statuses) == {"good"} and state.overrides == {} and state.ejections == {}
+    await store.launch_state(None)
+    warnings = [r for r in caplog.records if "ignoring unreadable" in r.getMessage()]
+    assert len(warnings) == 3  # once per bad entry, not once per read
     assert not store.degraded
 
 
@@ -427,6 +434,38 @@ async def test_events_logged_while_degraded_are_pushed_back_in_chunks(private_re
     assert [e["n"] for e in await other.recent_launches(0)] == list(range(1, 11))
 
 
+async def test_a_failed_push_back_is_retried_without_losing_or_repeating(private_redis, stores):
+    proc = private_redis()
+    store = await stores(proc.url, backoff_initial=0.05, backoff_max=0.2)
+    await store.put_status(status("m0"))
+    proc.stop()
+    await store.put_status(status("m1", checked_at=time.time()))
+    await store.record_launch("m1", 60, {"timestamp": T0, "n": 0})
+    assert store.degraded
+    push, failures = store._push, []
+
+    async def flaky_push(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            # Meanwhile this replica goes on writing: that must survive the failed push too.
+            await store.record_launch("m1", 60, {"timestamp": T0 + 1, "n": 1})
+            raise ConnectionError("connection reset during push")
+        return await push(*args, **kwargs)
+
+    store._push = flaky_push
+    proc.start()
+
+    async def recovered() -> bool:
+        return not store.degraded
+
+    await wait_for(recovered, timeout=10)
+    assert failures == [1]
+    other = await stores(proc.url)
+    state = await other.launch_state(None)
+    assert set(state.statuses) == {"m1"} and state.in_flight == {"m1": 2}
+    assert [e["n"] for e in await other.recent_launches(0)] == [0, 1]
+
+
 async def test_calls_leave_redis_alone_until_a_reconnect_is_due(private_redis, stores, monkeypatch):
     proc = private_redis()
     store = await stores(proc.url, backoff_initial=60.0)
@@ -497,3 +536,40 @@ async def test_close_stops_reconnecting(private_redis, stores):
     task = store._reconnect_task
     await store.close()
     assert task.done()
+
+
+# -- Sentinel -------------------------------------------------------------------------------------
+@pytest.fixture
+def sentinel(private_redis):
+    """A master and one redis-server in sentinel mode watching it as `fedmaster`."""
+    master = private_redis()
+    workdir = tempfile.mkdtemp(prefix="binderfed-sentinel-")
+    port = free_port()
+    conf = os.path.join(workdir, "sentinel.conf")
+    with open(conf, "w") as f:
+        f.write(f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                f"sentinel monitor fedmaster 127.0.0.1 {master.port} 1\n")
+    proc = subprocess.Popen([master.binary, conf, "--sentinel"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        yield master, port
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_sentinel_url_reaches_the_master(sentinel, stores):
+    master, port = sentinel
+    store = await stores(f"redis+sentinel://127.0.0.1:{port}/fedmaster/0", backoff_initial=0.05, backoff_max=0.2)
+
+    async def connected() -> bool:
+        return not store.degraded   # the sentinel may still be starting: the store retries
+
+    await wait_for(connected, timeout=10)
+    await store.put_status(status("m1"))
+    await store.record_launch("m1", 60)
+    direct = await stores(master.url)
+    state = await direct.launch_state(None)
+    assert set(state.statuses) == {"m1"} and state.in_flight == {"m1": 1}
+    assert not store.degraded
