@@ -9,9 +9,9 @@ import sys
 
 from tests.support.redis_proc import RedisProcess
 
-from . import placement, redirect
+from . import membership, placement, redirect
 
-SECTIONS = ("placement", "redirect")
+SECTIONS = ("placement", "redirect", "membership")
 
 
 def main() -> int:
@@ -27,6 +27,8 @@ def main() -> int:
                 print(placement.run(), flush=True)
             elif section == "redirect":
                 print(redirect.run(redis_proc.url), flush=True)
+            elif section == "membership":
+                print(membership.run(redis_proc.url), flush=True)
             else:
                 print(f"unknown section {section!r}", file=sys.stderr)
                 return 2

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("federation.config_cli", "validate a router config file"),
     "import-config": ("federation.config_cli:import_command", "convert the mybinder.org redirector's JSON config"),
     "simulate": ("federation.simulate", "compare placement strategies on a launch trace"),
+    "launch": ("federation.launch_client", "launch a repository on a federation and print its server URL"),
+    "config-reference": ("federation.config_reference", "write the config reference (Markdown) from config/schema.json"),
     "member": ("federation.member_cli", "join or leave the federation: register your BinderHub in Consul"),
     "admin": ("router.admin_cli", "drain, undrain or reweight members of a running router (admin API)"),
 }

@@ -35,6 +35,22 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class OutlierSettings:
+    """Passive health (`health.outlier`): eject members whose launches keep failing.
+
+    Envoy-style: `consecutive_failures` infrastructure failures in a row eject a member
+    for `base_ejection_time` x the number of times it was ejected (capped at
+    `max_ejection_time`); never more than `max_ejection_percent` of the members at once.
+    """
+
+    enabled: bool = True
+    consecutive_failures: int = 3
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: float = 50.0
+
+
+@dataclass(frozen=True)
 class HealthSettings:
     period: float = 10.0
     failed_period: float = 30.0
@@ -42,6 +58,15 @@ class HealthSettings:
     timeout: float = 5.0
     retries: int = 1
     versions_policy: str = "ignore"
+    outlier: OutlierSettings = field(default_factory=OutlierSettings)
+    # Seconds the `prober` lease lasts without renewal: how long replicas go unprobed
+    # after the leader dies. None: `prober_lease_ttl` derives it from the period.
+    lease_ttl: float | None = None
+
+    @property
+    def prober_lease_ttl(self) -> float:
+        """`lease_ttl`, or by default max(2 × period, 5) seconds."""
+        return self.lease_ttl if self.lease_ttl is not None else max(2 * self.period, 5.0)
 
 
 @dataclass(frozen=True)
@@ -54,7 +79,7 @@ class DataRule:
 class PolicySettings:
     strategy: str = "bounded-affinity"
     pod_headroom: int = 0
-    epsilon: float = 0.25
+    epsilon: float = 0.5  # bounded load; tuned with `binderfed simulate` (see federation.policy)
     tiers: tuple[str, ...] = ("data", "cache", "affinity")
     in_flight_ttl: float = 15.0
     cache_ttl: float = 86400.0
@@ -62,16 +87,46 @@ class PolicySettings:
     data_rules: tuple[DataRule, ...] = ()
 
 
+FORWARD_MODES = ("redirect", "stream")
+
+
+@dataclass(frozen=True)
+class ForwardModes:
+    """`router.forward` given per launch path family (a plain string applies to all)."""
+
+    v2: str = "redirect"
+    build: str = "redirect"
+    repo: str = "redirect"
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """`router.stream`: how the router relays a member's /build/ stream (forward: stream)."""
+
+    stall_timeout: float = 60.0     # no event and no keepalive for this long: the member stalled
+    max_attempts: int = 3           # members tried for one launch, the first choice included
+    keepalive: float = 20.0         # the router's own `:keepalive` while upstream is quiet
+    connect_timeout: float = 10.0   # up to the member's response headers
+    linger: float = 60.0            # keep the stream open after the final event (as BinderHub does)
+
+
 @dataclass(frozen=True)
 class RouterSettings:
     host: str = "127.0.0.1"
     port: int = 8080
-    forward: str = "redirect"
+    forward: str | ForwardModes = "redirect"
     sticky_cookie: str = "binder-federation-member"
     cookie_max_age_hours: float = 4.0
     retry_after: int = 30
     landing: str = "page"
     trusted_proxies: tuple[str, ...] = ()
+    stream: StreamSettings = field(default_factory=StreamSettings)
+
+    def forward_for(self, family: str) -> str:
+        """"redirect" or "stream" for a launch path family ("v2", "build", "repo")."""
+        if isinstance(self.forward, str):
+            return self.forward
+        return getattr(self.forward, family, "redirect")
 
 
 @dataclass(frozen=True)
@@ -176,7 +231,8 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
     validate(data, source)
     members = tuple(_member(m) for m in data.get("members", []))
     _check_unique(members, source)
-    health = HealthSettings(**data.get("health", {}))
+    health_data = dict(data.get("health", {}))
+    health = HealthSettings(outlier=OutlierSettings(**health_data.pop("outlier", {})), **health_data)
     policy_data = dict(data.get("policy", {}))
     rules = tuple(
         DataRule(re.compile(rule["pattern"]), rule["site"]) for rule in policy_data.pop("data_rules", [])
@@ -187,6 +243,9 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
     router_data = dict(data.get("router", {}))
     if "trusted_proxies" in router_data:
         router_data["trusted_proxies"] = tuple(router_data["trusted_proxies"])
+    if isinstance(router_data.get("forward"), dict):
+        router_data["forward"] = ForwardModes(**router_data["forward"])
+    router_data["stream"] = StreamSettings(**router_data.get("stream", {}))
     return FederationConfig(
         members=members,
         health=health,

@@ -47,7 +47,9 @@ each: one Lua script reads statuses, overrides, ejections, the in-flight counts 
 expired launches and empty members on the way) and the holders of one repository
 (dropping expired images), and answers with one JSON string (cheaper for the client to
 parse than nested arrays); another adds the launch to its member's sorted set and the
-event to the stream. Every other method is one round trip as well (a script or a
+event to the stream, unless `limit` live launches of that member are already there (the
+check and the count are one atomic step, so replicas that read the same counts cannot
+overfill a member together). Every other method is one round trip as well (a script or a
 transaction pipeline), except `recent_launches`, which pages through the stream.
 Scripts use keys derived from their arguments, so they need a single Redis (or a
 Sentinel-managed master), not Redis Cluster.
@@ -69,7 +71,8 @@ read-only former master) the store never raises; no call waits longer than
 ``degraded = True``, logs ``store degraded: redis unreachable at ...`` once, and answers
 from an internal `MemoryStore` that mirrors what this replica last read and wrote: the
 last snapshot of statuses, overrides and ejections, the image holders it read or learned,
-its own in-flight launches and its own launch events. While degraded, calls do not touch
+its own in-flight launches and its own launch events (a `record_launch` limit then holds
+against this replica's own launches only). While degraded, calls do not touch
 Redis at all; a background task retries (``PING``) with exponential back-off from
 `backoff_initial` up to `backoff_max` seconds. Leases are granted while degraded, so
 every replica probes members itself. Rate-limit windows are counted locally.
@@ -287,8 +290,14 @@ end
 """
 
 # KEYS: inflight:<member>, inflight-members, launches
-# ARGV: member, launch id, expiry, gc ttl ms, event JSON ('' = none), event ms, maxlen
+# ARGV: member, launch id, expiry, gc ttl ms, event JSON ('' = none), event ms, maxlen,
+#       limit ('' = none), now
+# Returns 0 (nothing recorded) when `limit` launches of the member are already in flight.
 RECORD_LAUNCH = _XADD_FUNCTION + _EXTEND_TTL_FUNCTION + """
+if ARGV[8] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[9])
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[8]) then return 0 end
+end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
 extend_ttl(KEYS[1], ARGV[4])
@@ -724,17 +733,29 @@ class RedisStore(Store):
 
         return await self._call(remote, lambda: self._fallback.launch_state(repo_key))
 
-    async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None) -> None:
+    async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
+                            limit: int | None = None) -> bool:
         launch_id = uuid.uuid4().hex
-        expiry = self.clock() + ttl
+        now = self.clock()
+        expiry = now + ttl
         payload = json.dumps(dict(event), default=str) if event is not None else ""
         ms = _event_ms(event) if event is not None else 0
-        await self._fallback.record_launch(member, ttl, event)
 
-        async def remote() -> None:
-            await self._record_launch(
+        async def remote() -> bool:
+            admitted = bool(await self._record_launch(
                 keys=[self._k_inflight + member, self._k_inflight_members, self._k_launches],
-                args=[member, launch_id, repr(expiry), self._gc_ms(ttl), payload, ms, self.log_length])
+                args=[member, launch_id, repr(expiry), self._gc_ms(ttl), payload, ms, self.log_length,
+                      "" if limit is None else int(limit), repr(now)]))
+            if admitted:  # mirrored, so the fallback knows this replica's launches if Redis goes away
+                await self._fallback.record_launch(member, ttl, event)
+            return admitted
+
+        async def local() -> bool:
+            # Degraded: the limit holds against this replica's own in-flight launches.
+            admitted = await self._fallback.record_launch(member, ttl, event, limit=limit)
+            if admitted:
+                journal()
+            return admitted
 
         def journal() -> None:
             launches = self._journal.launches
@@ -745,7 +766,7 @@ class RedisStore(Store):
             if event is not None:
                 self._journal.events.append((ms, payload))
 
-        await self._call(remote, self._nothing, journal)
+        return await self._call(remote, local)
 
     # -- member status -------------------------------------------------------------------
     async def put_status(self, status: MemberStatus) -> None:

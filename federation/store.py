@@ -50,8 +50,15 @@ class Store(abc.ABC):
         """Statuses, in-flight counts, overrides, ejections and the image holders of one repository."""
 
     @abc.abstractmethod
-    async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None) -> None:
-        """Count one launch in flight on `member` for `ttl` seconds and append `event` to the launch log."""
+    async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
+                            limit: int | None = None) -> bool:
+        """Count one launch in flight on `member` for `ttl` seconds and append `event` to the launch log.
+
+        With a `limit`, only if fewer than `limit` launches of `member` are in flight, checked
+        and counted in one atomic step: replicas (or concurrent requests of one replica) that
+        all read the same counts before any of them recorded cannot overfill the member
+        together. Returns whether the launch was counted (always True without a limit).
+        """
 
     # -- member status (written by the prober) -----------------------------------------
     @abc.abstractmethod
@@ -134,11 +141,19 @@ class MemoryStore(Store):
             holders=self._holders(repo_key) if repo_key else frozenset(),
         )
 
-    async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None) -> None:
+    async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
+                            limit: int | None = None) -> bool:
         now = self.clock()
-        self._in_flight.setdefault(member, collections.deque()).append(now + ttl)
+        expiries = self._in_flight.setdefault(member, collections.deque())
+        if limit is not None:
+            while expiries and expiries[0] <= now:
+                expiries.popleft()
+            if len(expiries) >= limit:
+                return False
+        expiries.append(now + ttl)
         if event is not None:
             self._launches.append(dict(event))
+        return True
 
     async def put_status(self, status: MemberStatus) -> None:
         self._statuses[status.name] = status

@@ -149,7 +149,7 @@ class Prober:
         self.observer = observer
         self.rng = rng or random.Random()
         self.holder = uuid.uuid4().hex
-        self.lease_ttl = lease_ttl or max(2 * settings.period, 5.0)
+        self.lease_ttl = lease_ttl if lease_ttl is not None else settings.prober_lease_ttl
         self.is_leader = False
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -160,16 +160,18 @@ class Prober:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="prober")
 
-    async def stop(self) -> None:
+    async def stop(self, *, release: bool = True) -> None:
+        """Stop probing. `release=False` leaves the lease to expire, as a crashed replica would."""
         tasks = [t for t in [self._task, *self._running.values()] if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.is_leader:
+        if self.is_leader and release:
             try:
                 await self.store.release_lease(LEASE, self.holder)
             except Exception:  # a store that is already gone cannot hold our lease either
                 pass
+        self.is_leader = False  # a stopped prober probes nothing, whoever the store says leads
         self._task = None
 
     def probe_soon(self, name: str) -> None:
@@ -227,7 +229,9 @@ class Prober:
             self._running.pop(member.name, None)
 
     async def _run(self) -> None:
-        tick = min(0.5, self.settings.period / 4)
+        # Several ticks per renewal interval (lease_ttl / 3), so the lease never lapses
+        # between two renewals of a live leader.
+        tick = min(0.5, self.settings.period / 4, self.lease_ttl / 6)
         while True:
             try:
                 await self._tick()
@@ -243,9 +247,18 @@ class Prober:
             leader = await self.store.acquire_lease(LEASE, self.holder, self.lease_ttl)
             self._lease_renewed = now
             if leader != self.is_leader:
-                log.info("prober %s leadership", "took" if leader else "lost")
+                log.info("prober %s leadership", "took" if leader else "lost",
+                         extra={"holder": self.holder, "leader": leader})
                 if leader:
                     self._due.clear()  # probe everything now: statuses may be a lease period old
+                    # What this replica saw when it last led is stale: another leader has
+                    # settled in-flight launches since, so the store's statuses are the baseline.
+                    self._last.clear()
+                else:
+                    # Another replica leads now: a probe still running here would write a
+                    # status (and settle in-flight launches) behind the new leader's back.
+                    for task in list(self._running.values()):
+                        task.cancel()
             self.is_leader = leader
         if not self.is_leader:
             return

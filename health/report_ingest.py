@@ -193,9 +193,10 @@ class ReportIngest:
             log.warning("agent report of %s names %d images with specs that are not launch specs, e.g. %r",
                         report.member, len(invalid), invalid[0][:200])
         ttl = cache_ttl(report, now, self.settings.max_age)
-        keys = list(repos)
-        for start in range(0, len(keys), 200):  # bounded concurrency towards the store
-            await asyncio.gather(*(self.store.learn_image(k, report.member, ttl) for k in keys[start:start + 200]))
+        # One at a time: a burst of thousands of concurrent writes would exhaust a shared
+        # store's connection pool, and launches need that pool more than this does.
+        for key in repos:
+            await self.store.learn_image(key, report.member, ttl)
         log.debug("agent report of %s: %d pods allocatable, %d BinderHub pods, %d cached repositories",
                   report.member, report.capacity.pods, report.usage.total_pods, len(repos))
 

@@ -34,13 +34,9 @@ learns which launch spec built which slug from:
 
 What it learned from pods is kept in Redis (`binderfed:agent-specs:<member>`), so a
 restarted agent still knows the repositories of images whose pods are long gone;
-entries of images not seen for `--forget-after` days are dropped.
+entries of images not seen for `--forget-after-days` are dropped.
 
-The Kubernetes client's calls block, so each runs in a worker thread
-(`loop.run_in_executor`); the event loop never waits on the API. Raw JSON is read
-(`_preload_content=False`, and watch events undeserialised) rather than the client's
-typed models: those reject a whole list when one object misses a field they
-require, and the agent must never go blind because of one odd pod or node.
+Reading the cluster (raw JSON, blocking calls in worker threads) is `hub.kube`.
 
 Errors (API 5xx, connection loss, an expired token answering 401) are retried with
 exponential backoff; a 401 also rebuilds the client from its configuration, which
@@ -164,6 +160,8 @@ class SpecBook:
         if entry is None:
             self.learned[slug] = _Learned(pod.spec, now)
         else:
+            if entry.spec != pod.spec:
+                entry.saved = 0.0  # write the new spelling at the next save
             entry.spec, entry.seen = pod.spec, max(entry.seen, now)
         return True
 
@@ -520,7 +518,7 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await agent.start()
-        log.info("agent of member %s watching namespace(s) %s, reporting every %.0f s",
+        log.info("agent of member %s watching namespace(s) %s, reporting every %g s",
                  settings.member, ", ".join(settings.namespaces), settings.period)
         try:
             await stop.wait()

@@ -348,15 +348,20 @@ class PodWatcher:
             try:
                 if version is None:
                     pods, version = await self._in_thread(self.kube.list_pods, self.namespace, self.selector)
+                    if version is None:
+                        raise RuntimeError("pod list carried no resourceVersion to watch from")
                     self.book.replace(self.namespace, pods)
                     self._learn_all()
                     self.lists += 1
                     self.synced = True
                     backoff.reset()
-                    if version is None:
-                        raise RuntimeError("pod list carried no resourceVersion")
+                started = asyncio.get_running_loop().time()
                 version = await self._in_thread(self._watch_blocking, version)
-                backoff.reset()
+                if asyncio.get_running_loop().time() - started < 1.0:
+                    # A stream the server ends at once: do not turn into a tight loop of watches.
+                    await asyncio.sleep(backoff.next())
+                else:
+                    backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -118,12 +118,14 @@ class MemberReport:
                 timestamp=_number(data, "timestamp"),
                 agent_version=str(data.get("agent_version", "")),
                 capacity=Capacity(
-                    nodes=_count(capacity, "nodes"), pods=_count(capacity, "pods"),
-                    cpu=_number(capacity, "cpu"), memory=_count(capacity, "memory"),
+                    nodes=_count(capacity, "nodes", "capacity."), pods=_count(capacity, "pods", "capacity."),
+                    cpu=_number(capacity, "cpu", "capacity."), memory=_count(capacity, "memory", "capacity."),
                 ),
-                usage=Usage(user_pods=_count(usage, "user_pods"), build_pods=_count(usage, "build_pods")),
+                usage=Usage(user_pods=_count(usage, "user_pods", "usage."),
+                            build_pods=_count(usage, "build_pods", "usage.")),
                 cached_images=tuple(
-                    CachedImage(spec=_text(i, "spec"), slug=_text(i, "slug"), nodes=_count(i, "nodes"))
+                    CachedImage(spec=_text(i, "spec", "cached_images[]."), slug=_text(i, "slug", "cached_images[]."),
+                                nodes=_count(i, "nodes", "cached_images[]."))
                     for i in (_as_mapping(item, "cached_images entry") for item in images)
                 ),
                 unmapped_images=_count(data, "unmapped_images") if "unmapped_images" in data else 0,
@@ -142,24 +144,24 @@ def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return _as_mapping(data.get(key), repr(key))
 
 
-def _text(data: Mapping[str, Any], key: str) -> str:
+def _text(data: Mapping[str, Any], key: str, where: str = "") -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
-        raise TypeError(f"{key!r} is not a non-empty string")
+        raise TypeError(f"'{where}{key}' is not a non-empty string")
     return value
 
 
-def _number(data: Mapping[str, Any], key: str) -> float:
+def _number(data: Mapping[str, Any], key: str, where: str = "") -> float:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise TypeError(f"{key!r} is not a non-negative number")
+        raise TypeError(f"'{where}{key}' is not a non-negative number")
     return float(value)
 
 
-def _count(data: Mapping[str, Any], key: str) -> int:
+def _count(data: Mapping[str, Any], key: str, where: str = "") -> int:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TypeError(f"{key!r} is not a non-negative integer")
+        raise TypeError(f"'{where}{key}' is not a non-negative integer")
     return value
 
 

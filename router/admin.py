@@ -36,12 +36,14 @@ from federation.secrets import Secret, SecretError, read_secret
 
 from .api import member_json
 from .context import CONTEXT, RouterContext
+from .relay import forwarded_headers
 
 log = logging.getLogger("binderfed.admin")
 
 PREFIX = "/api/v1/admin"
 MAX_LABEL = 64
 MAX_NOTE = 500
+MIN_TOKEN = 16
 
 
 class AdminAuth:
@@ -66,6 +68,9 @@ class AdminAuth:
         if self.token:
             if before.value != self.token.value:
                 log.info("admin API enabled (token from %s)", self.token.origin)
+                if len(self.token.value) < MIN_TOKEN:
+                    log.warning("the admin token from %s is shorter than %d characters: use a long random one "
+                                "(openssl rand -hex 32)", self.token.origin, MIN_TOKEN)
         elif self.token.origin:
             self.problem = f"{self.token.origin} is empty"
             log.warning("admin API disabled: %s", self.problem)
@@ -126,7 +131,7 @@ def _label(text: str) -> str:
 def authorize(request: web.Request) -> Actor:
     """The actor behind an admin request, or an HTTP error: 403 disabled, 401 no token, 403 wrong token."""
     auth = request.app[ADMIN]
-    client = request.remote or "unknown"
+    client = _client(request)
     if not auth.enabled:
         raise _error(403, auth.disabled_reason())
     header = request.headers.get("Authorization", "")
@@ -141,6 +146,13 @@ def authorize(request: web.Request) -> Actor:
                      {"WWW-Authenticate": 'Bearer realm="binder-federation admin", error="invalid_token"'})
     who = _label(request.headers.get("X-Admin-User", "") or request.query.get("by", "")) or "token holder"
     return Actor(who, client)
+
+
+def _client(request: web.Request) -> str:
+    """The operator's address: behind a trusted proxy (router.trusted_proxies), the one it forwarded."""
+    trusted = request.app[CONTEXT].config.router.trusted_proxies
+    headers = forwarded_headers(request.remote, request.headers.get("X-Forwarded-For"), trusted)
+    return headers.get("X-Real-Ip") or request.remote or "unknown"
 
 
 async def _body(request: web.Request, required: bool) -> dict[str, Any]:

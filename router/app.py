@@ -14,11 +14,12 @@ from federation.config import FederationConfig
 from federation.launchlog import LaunchLog
 from federation.membership import Membership
 from federation.store import Store
+from health.outlier import OutlierDetector
 from health.prober import Prober
 from health.report_ingest import RedisReportInbox, ReportIngest
 from hub.client import HubClient
 
-from . import admin, api, launch, sources
+from . import admin, api, badges, launch, launch_page, relay, sources, status
 from .context import CONTEXT, RouterContext
 from .metrics import Metrics
 
@@ -62,9 +63,13 @@ def create_app(
     app.router.add_get("/api/v1/members", api.members)
     app.router.add_get("/api/v1/place", api.explain)
     app.router.add_get("/metrics", api.metrics)
+    status.setup(app)
+    badges.setup(app)
+    launch_page.setup(app)
     admin.setup(app, config.admin)
     app[sources.SOURCES] = sources.RouterSources(app, config_path, sighup=sighup)
     app.cleanup_ctx.append(_lifecycle(probe))
+    relay.setup(app)  # after the store: relayed streams end before it closes
     app.cleanup_ctx.append(sources.lifecycle)  # after the store and prober: stopped before them
     return app
 
@@ -89,10 +94,17 @@ def _lifecycle(probe: bool):
         # One client session per process, with a timeout on every call made through it.
         ctx.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=60),
-            connector=aiohttp.TCPConnector(limit=200, limit_per_host=50),
+            # No pool limit: a relayed /build/ stream (forward: stream) holds its member
+            # connection for a whole build, so a limit would queue launches behind builds.
+            connector=aiohttp.TCPConnector(limit=0),
             auto_decompress=True,
+            # Never keep a member's cookies: they would go out with other visitors' requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         ctx.client = HubClient(ctx.session)
+        ctx.outlier = OutlierDetector(ctx.store, ctx.membership, lambda: ctx.config.health.outlier,
+                                      observer=ctx.metrics.observe_ejection)
+        await ctx.outlier.start()
         ctx.reports = _report_ingest(ctx)
         if ctx.reports is not None:
             await ctx.reports.start()
@@ -100,6 +112,7 @@ def _lifecycle(probe: bool):
             ctx.prober = Prober(
                 ctx.store, ctx.client, ctx.membership, ctx.config.health,
                 headroom=ctx.config.policy.pod_headroom, observer=ctx.metrics.observe_probe,
+                lease_ttl=ctx.config.health.prober_lease_ttl,
                 fill_capacity=ctx.reports.fill_capacity if ctx.reports is not None else None,
             )
             await ctx.prober.start()
@@ -110,6 +123,7 @@ def _lifecycle(probe: bool):
                 await ctx.prober.stop()
             if ctx.reports is not None:
                 await ctx.reports.stop()
+            await ctx.outlier.stop()
             await ctx.session.close()
             await ctx.store.close()
             ctx.launch_log.close()

@@ -16,6 +16,7 @@ from federation.membership import Membership
 from federation.spec import LaunchRequest
 from federation.store import Store
 from federation.view import FederationView, build_view
+from health.outlier import OutlierDetector
 from health.prober import Prober
 from health.report_ingest import ReportIngest
 from hub.client import HubClient
@@ -37,6 +38,7 @@ class RouterContext:
     client: HubClient | None = None
     prober: Prober | None = None
     reports: ReportIngest | None = None
+    outlier: OutlierDetector | None = None  # passive health, fed by the stream relay
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from aiohttp import web
 
 from federation.policy import Decision, place
 from federation.spec import LaunchRequest, SpecError, parse_launch
+from federation.view import FederationView
 
+from . import launch_page, relay
 from .context import CONTEXT, RouterContext
 from .pages import CORS_HEADERS, refuse
 
@@ -17,6 +20,13 @@ log = logging.getLogger("binderfed.router")
 
 MEMBER_HEADER = "X-Binder-Federation-Member"
 REASON_HEADER = "X-Binder-Federation-Reason"
+
+# Placements read in-flight counts from a snapshot; replicas (and concurrent requests of
+# one replica) read the same counts before any of them records. So a launch is counted
+# against its member's room in one atomic store call, and placed again from a fresh
+# snapshot when the room went to a concurrent launch. A refusal means the member was full
+# at that moment, so the next snapshot passes it over: a few attempts are enough.
+ADMIT_ATTEMPTS = 4
 
 
 def family_of(path: str) -> str:
@@ -30,11 +40,44 @@ def parse_request(request: web.Request) -> LaunchRequest:
 
 
 async def decide(ctx: RouterContext, launch: LaunchRequest, sticky: str | None) -> Decision:
+    return (await _decide(ctx, launch, sticky))[0]
+
+
+async def _decide(ctx: RouterContext, launch: LaunchRequest, sticky: str | None) -> tuple[Decision, FederationView]:
     started = time.perf_counter()
     view = await ctx.view_for(launch)
     decision = place(view, launch, ctx.config.policy, ctx.rng, sticky=sticky)
     ctx.metrics.decision_seconds.labels(decision.strategy).observe(time.perf_counter() - started)
-    return decision
+    return decision, view
+
+
+def in_flight_limit(view: FederationView, name: str, headroom: int) -> int | None:
+    """How many launches member `name` may have in flight, given the pods it last reported.
+
+    None (no limit) when its capacity is unknown or unlimited, or when placement chose it
+    although it has no room (panic: capacity deliberately ignored).
+    """
+    member = view.by_name(name)
+    free = member.free(headroom) if member is not None else None
+    if free is None or free <= 0:
+        return None
+    return member.in_flight + free
+
+
+async def admit(ctx: RouterContext, launch: LaunchRequest, sticky: str | None) -> Decision:
+    """Place a launch and count it in flight on its member, never beyond the member's room."""
+    headroom = ctx.config.policy.pod_headroom
+    for attempt in range(ADMIT_ATTEMPTS):
+        decision, view = await _decide(ctx, launch, sticky)
+        if decision.member is None:
+            return decision
+        if await record(ctx, launch, decision, limit=in_flight_limit(view, decision.member.name, headroom)):
+            return decision
+        log.debug("member %s filled up while launch %s was placed (attempt %d); placing it again",
+                  decision.member.name, launch.provider_spec, attempt + 1)
+    log.warning("launch %s: every member it was placed on filled up first (%d attempts)",
+                launch.provider_spec, ADMIT_ATTEMPTS)
+    return replace(decision, member=None, reason="none")
 
 
 def launch_event(launch: LaunchRequest, decision: Decision) -> dict:
@@ -51,14 +94,20 @@ def launch_event(launch: LaunchRequest, decision: Decision) -> dict:
     }
 
 
-async def record(ctx: RouterContext, launch: LaunchRequest, decision: Decision) -> None:
-    """Count the launch in flight on its member, log it and export it."""
+async def record(ctx: RouterContext, launch: LaunchRequest, decision: Decision, *, limit: int | None = None) -> bool:
+    """Count the launch in flight on its member, log it and export it.
+
+    With a `limit` (see `Store.record_launch`), only while the member has fewer launches
+    in flight; returns whether the launch was counted.
+    """
     assert decision.member is not None
     event = launch_event(launch, decision)
-    await ctx.store.record_launch(decision.member.name, ctx.config.policy.in_flight_ttl, event)
+    if not await ctx.store.record_launch(decision.member.name, ctx.config.policy.in_flight_ttl, event, limit=limit):
+        return False
     ctx.launch_log.write(event)
     ctx.metrics.launches.labels(decision.member.name, decision.reason, launch.family).inc()
     ctx.metrics.redirects.labels(decision.member.name).inc()
+    return True
 
 
 def no_member(ctx: RouterContext, launch: LaunchRequest, decision: Decision) -> web.Response:
@@ -82,11 +131,14 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
         ctx.metrics.refused.labels("bad_path").inc()
         log.info("refused malformed launch path %r: %s", request.raw_path[:200], exc.message)
         return refuse(family_of(request.path), 400, "Not a Binder launch link", exc.message)
+    if ctx.config.router.forward_for(launch.family) == "stream":
+        if launch.family == "build":
+            return await relay.relay_build(request, ctx, launch)
+        return launch_page.serve(request, launch)
     cookie = ctx.config.router.sticky_cookie
-    decision = await decide(ctx, launch, request.cookies.get(cookie))
+    decision = await admit(ctx, launch, request.cookies.get(cookie))
     if decision.member is None:
         return no_member(ctx, launch, decision)
-    await record(ctx, launch, decision)
     member = decision.member
     # The target is the visitor's own path and query, already checked by parse_launch to
     # start with /v2/, /build/ or /repo/: the result never leaves the member's URL.

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from federation.members import Member, MemberState, MemberStatus
 
 DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+# A cached image launches in seconds; a fresh build takes minutes, up to an hour.
+READY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 
 class Metrics:
@@ -61,6 +63,31 @@ class Metrics:
         self.source_up = Gauge("federation_membership_source_up", "1 if the membership source answered its last query.", ["source"], registry=r)
         self.source_members = Gauge("federation_membership_source_members", "Members the source currently declares.", ["source"], registry=r)
         self.admin_changes = Counter("federation_admin_changes", "Member overrides changed through the admin API, by action.", ["action"], registry=r)
+        # Stream relay (router.forward: stream) and passive health.
+        self.launch_outcomes = Counter(
+            "federation_launch_outcomes",
+            "Relayed launches by final outcome (ready, failed_build, failed_infra, client_gone) and the member "
+            "that had the launch last.",
+            ["member", "outcome"], registry=r,
+        )
+        self.failovers = Counter(
+            "federation_failovers", "Relayed launches moved to the next member, by the cause of the failure.",
+            ["cause"], registry=r,
+        )
+        self.relay_failures = Counter(
+            "federation_relay_failures", "Infrastructure failures of members seen by the stream relay, by member and cause.",
+            ["member", "cause"], registry=r,
+        )
+        self.time_to_ready = Histogram(
+            "federation_time_to_ready_seconds",
+            "Seconds from a relayed /build/ request to its ready event, failovers included.",
+            buckets=READY_BUCKETS, registry=r,
+        )
+        self.relayed_streams = Gauge("federation_relayed_streams", "/build/ streams being relayed right now.", registry=r)
+        self.ejections = Counter(
+            "federation_ejections", "Passive-health ejections made by this replica, by member.", ["member"], registry=r,
+        )
+        self.ejected = Gauge("federation_ejected", "1 while the member is ejected by passive health.", ["member"], registry=r)
 
     def observe_probe(self, member: Member, status: MemberStatus, previous: MemberStatus | None) -> None:
         result = "ok" if status.state in (MemberState.HEALTHY, MemberState.FULL) else "failed"
@@ -70,6 +97,12 @@ class Metrics:
         for kind in ("total", "build", "user"):
             self.member_pods.labels(member.name, kind).set(getattr(status, f"{kind}_pods"))
         self.member_quota.labels(member.name).set(status.quota if status.quota is not None else -1)
+
+    def observe_ejection(self, member: str, event: str) -> None:
+        """Passive health's observer (health.outlier): "ejected", "seen" or "returned"."""
+        if event == "ejected":
+            self.ejections.labels(member).inc()
+        self.ejected.labels(member).set(0 if event == "returned" else 1)
 
     def observe_reload(self, result: str) -> None:
         self.config_reloads.labels(result).inc()
@@ -93,6 +126,11 @@ class Metrics:
         for state in MemberState:
             try:
                 self.member_state.remove(name, state.value)
+            except KeyError:
+                pass
+        for kind in ("total", "build", "user"):
+            try:
+                self.member_pods.remove(name, kind)
             except KeyError:
                 pass
 

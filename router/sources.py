@@ -5,8 +5,8 @@ read it per request; a reload replaces that attribute with a new frozen
 `FederationConfig` in one assignment, so a request sees either the old or the new
 config, never a mix. Background objects built from parts of it (the prober) are
 updated here. Settings that cannot change without a restart (listen address, port,
-forwarding mode, store URL, launch-log sink) keep their running values; an edit to
-them is logged as such.
+forwarding mode, store URL, launch-log sink, agent reports) keep their running values;
+an edit to them is logged as such.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from .context import CONTEXT
 
 log = logging.getLogger("binderfed.sources")
 
-# Settings a running router cannot change: (section or None, field).
-RESTART_ONLY = (("router", "host"), ("router", "port"), ("router", "forward"), (None, "store_url"), (None, "launch_log"))
+# Settings a running router cannot change: (section or None, field). The agent-report
+# reader is built once at start from `reports`, so that whole section is among them.
+RESTART_ONLY = (("router", "host"), ("router", "port"), ("router", "forward"), (None, "store_url"), (None, "launch_log"),
+                (None, "reports"))
 
 # How long start-up waits for Consul's first answer before serving without it.
 CONSUL_FIRST_SYNC = 2.0
@@ -42,7 +44,8 @@ def _get(cfg: FederationConfig, section: str | None, name: str):
 def keep_restart_only(running: FederationConfig, new: FederationConfig) -> FederationConfig:
     """`new` with the restart-only settings of `running`."""
     router = replace(new.router, host=running.router.host, port=running.router.port, forward=running.router.forward)
-    return replace(new, router=router, store_url=running.store_url, launch_log=running.launch_log)
+    return replace(new, router=router, store_url=running.store_url, launch_log=running.launch_log,
+                   reports=running.reports)
 
 
 class RouterSources:
@@ -59,10 +62,13 @@ class RouterSources:
         self.file: FileSource | None = None
         self.consul = None  # federation.sources.consul.ConsulSource, imported only when enabled
         self._file_config: FederationConfig | None = None
+        self._known: set[str] = set()
         self._consul_lock = asyncio.Lock()
 
     async def start(self) -> None:
         admin.load_token(self.app, self.ctx.config.admin)
+        self._known = {m.name for m in self.ctx.membership.members()}
+        self.ctx.membership.subscribe(self._members_changed)
         if self.config_path is not None:
             self.file = FileSource(
                 self.config_path, self.ctx.membership, on_config=self.apply, on_result=self.ctx.metrics.observe_reload,
@@ -78,6 +84,14 @@ class RouterSources:
             if self.consul is not None:
                 await self.consul.stop()
                 self.consul = None
+
+    def _members_changed(self, members) -> None:
+        # A member that left stops being exported; its in-flight launches stay in the
+        # store (counted by name), so they still count if it comes back.
+        current = {m.name for m in members}
+        for name in self._known - current:
+            self.ctx.metrics.forget_member(name)
+        self._known = current
 
     async def apply(self, file_config: FederationConfig) -> None:
         """Put a freshly loaded config from the file in force."""

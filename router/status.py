@@ -72,7 +72,7 @@ class MemberRow:
     state: str                  # one of MemberState's words
     shape: str                  # icon shape for the state (STATE_SHAPES)
     reason: str
-    marks: tuple[str, ...]      # draining, ejected, prime, weight, probe state behind an override
+    marks: tuple[tuple[str, str], ...]  # (kind, text): draining, ejected, prime, weight, probe state under an override
     capacity: Capacity
     latency: str                # "12 ms" or "—"
     last_probe: str             # "4 s ago" or "never"
@@ -160,20 +160,20 @@ def _timestamp(event: Mapping[str, Any]) -> float | None:
 def _row(m: Mapping[str, Any], now: float, headroom: int) -> MemberRow:
     status = m["status"]
     state = MemberState(m["state"])
-    marks: list[str] = []
+    marks: list[tuple[str, str]] = []
     if m["prime"]:
-        marks.append("prime")
+        marks.append(("prime", "prime"))
     if m["draining"]:
-        marks.append("draining")
+        marks.append(("draining", "draining"))
     if m["ejected_until"] is not None:
-        marks.append(f"ejected for {_duration(m['ejected_until'] - now)} more")
+        marks.append(("ejected", f"ejected for {_duration(m['ejected_until'] - now)} more"))
     if m["weight"] == 0:
-        marks.append("weight 0: out of rotation")
+        marks.append(("weight", "weight 0: out of rotation"))
     elif m["weight"] != m["configured_weight"]:
-        marks.append(f"weight {m['weight']:g} (configured {m['configured_weight']:g})")
+        marks.append(("weight", f"weight {m['weight']:g} (configured {m['configured_weight']:g})"))
     if status["state"] != state.value:
         # An override hides what the probes see; an operator wants both.
-        marks.append(f"probe: {status['state']}")
+        marks.append(("probe", f"probe: {status['state']}"))
     checked_at = status["checked_at"]
     latency = status["latency"]
     return MemberRow(

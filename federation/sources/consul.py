@@ -98,6 +98,7 @@ class EntryProblem:
     service_id: str
     node: str
     why: str
+    pending: bool = False  # only waiting for a new check's first result: not worth a warning
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,12 @@ def members_from_health(entries: list[Mapping[str, Any]] | None, exclude_critica
             if critical:
                 check = critical[0]
                 output = " ".join(str(check.get("Output") or check.get("Notes") or "").split())[:200]
-                left_out.append(EntryProblem(sid, node_name, f"Consul check {check.get('Name') or check.get('CheckID')!r} is critical"
-                                             + (f": {output}" if output else " (no result yet: a new check starts critical)")))
+                left_out.append(EntryProblem(
+                    sid, node_name,
+                    f"Consul check {check.get('Name') or check.get('CheckID')!r} is critical"
+                    + (f": {output}" if output else " (no result yet: a new check starts critical)"),
+                    pending=not output,
+                ))
                 continue
         if member.name in members:
             left_out.append(EntryProblem(sid, node_name, f"duplicate member name {member.name!r} (already registered on another node)"))
@@ -298,10 +303,11 @@ class ConsulSource:
     def _publish(self, entries: list[dict[str, Any]]) -> None:
         view = members_from_health(entries, self.settings.exclude_critical)
         problems = {(p.node, p.service_id): p.why for p in view.left_out}
-        for key, why in problems.items():
-            if self._problems.get(key) != why:
-                log.warning("Consul service %r on node %r left out: %s", key[1], key[0], why,
-                            extra={"source": self.name, "service_id": key[1], "node": key[0], "problem": why})
+        for p in view.left_out:
+            if self._problems.get((p.node, p.service_id)) != p.why:
+                log.log(logging.INFO if p.pending else logging.WARNING,
+                        "Consul service %r on node %r left out: %s", p.service_id, p.node, p.why,
+                        extra={"source": self.name, "service_id": p.service_id, "node": p.node, "problem": p.why})
         self._problems = problems
         if view.members == self.members:
             self.synced.set()

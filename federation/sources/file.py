@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import logging
@@ -129,6 +130,7 @@ class FileSource:
         was_broken, self.last_error = self.last_error, ""
         if previous is not None and new == previous and not force:
             if was_broken:
+                self._report("ok")
                 log.info("config %s is valid again; the config in force is unchanged", self.path)
             return False  # e.g. only a comment changed, or a bad edit was reverted
         self.membership.set_source(self.name, new.members)
@@ -175,8 +177,8 @@ def describe_change(previous: FederationConfig | None, new: FederationConfig) ->
         parts.append("removed " + ", ".join(removed))
     if changed:
         parts.append("changed " + ", ".join(changed))
-    sections = [s for s in ("health", "policy", "router", "consul", "admin", "store_url", "launch_log")
-                if getattr(previous, s) != getattr(new, s)]
+    sections = [f.name for f in dataclasses.fields(new)
+                if f.name not in ("members", "source") and getattr(previous, f.name) != getattr(new, f.name)]
     if sections:
         parts.append("settings " + ", ".join(sections))
     return "; ".join(parts) or "no effective change"

@@ -14,7 +14,8 @@ the charts are never rendered here. What is checked instead:
 - every metric the dashboard queries appears in a real router's /metrics after real
   launches through dev members, with the labels the queries use;
 - the Dockerfile passes hadolint and the rules of issue 8 (slim pinned base, non-root,
-  no build tools in the final image).
+  no build tools in the final image), and the dependencies it installs cover every
+  module the shipped packages import at start.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
@@ -34,12 +37,16 @@ from urllib.parse import urlsplit
 import jsonschema
 import kubernetes_validate
 import pytest
+import redis.asyncio as aioredis
 import yaml
+from packaging.version import Version
 from prometheus_client.parser import text_string_to_metric_families
 
 from federation import config as config_mod
+from federation.config import AdminSettings, AgentToken, ReportSettings
 from federation.members import Member
 from hub.devhub import DevHub, DevHubSettings
+from hub.report import CachedImage, Capacity, MemberReport, Usage, report_key, seal
 from tests.conftest import fast_config
 from tests.support.waiting import eventually
 
@@ -54,8 +61,10 @@ DASHBOARD = ROUTER_CHART / "dashboards" / "federation.json"
 DOCKERFILE = ROOT / "Dockerfile"
 
 # Kubernetes versions the manifests are checked against: the charts' kubeVersion
-# floor and the newest one kubernetes-validate knows.
-K8S_VERSIONS = ("1.25.0", kubernetes_validate.utils.latest_version())
+# floor (or the oldest kubernetes-validate still knows) and the newest it knows.
+_KNOWN = kubernetes_validate.utils.all_versions()
+K8S_VERSIONS = tuple(dict.fromkeys((
+    next((v for v in _KNOWN if Version(v) >= Version("1.25")), _KNOWN[0]), _KNOWN[-1])))
 # Mirrors of constants in charts/binder-federation/templates/_helpers.tpl.
 ROUTER_CONTAINER_PORT = 8080
 RELEASE = "federation"
@@ -407,31 +416,50 @@ def test_router_deployment_args_are_accepted_by_binderfed_serve():
 
 # -- the member chart: agent flags and the BinderHub preconfiguration --------------------------
 
-AGENT_FLAGS = ("--member", "--namespace", "--image-prefix", "--redis-url", "--token-file", "--period")
+# Flags the member chart starts `binderfed agent` with; the Redis URL (it carries a
+# password) goes through the environment variable the agent reads, not a flag.
+AGENT_FLAGS = ("--member", "--namespace", "--image-prefix", "--token-file", "--period")
+AGENT_OPTIONAL_FLAGS = ("--build-namespace", "--node-selector", "--spec")
+AGENT_REDIS_ENV = "BINDERFED_AGENT_REDIS_URL"
 
 
 def member_agent_args() -> list[str]:
     text = (MEMBER_CHART / "templates" / "deployment.yaml").read_text()
     block = text.split("args:", 1)[1].split("env:", 1)[0]
-    return [line.strip()[2:] for line in block.splitlines() if line.strip().startswith("- ")]
+    return [line.strip()[2:].strip('"') for line in block.splitlines() if line.strip().startswith("- ")]
+
+
+def _flag_names(args: list[str]) -> list[str]:
+    return [re.sub(r'^(?:{{ printf ")?(--[a-z-]+)=.*$', r"\1", a) for a in args]
 
 
 def test_member_agent_is_started_with_the_agent_flags():
     args = member_agent_args()
     assert args[0] == "agent"
-    assert [a.split("=", 1)[0] for a in args[1:]] == list(AGENT_FLAGS)
-    manifest_args = next(
+    names = _flag_names(args[1:])
+    assert [n for n in names if n in AGENT_FLAGS] == list(AGENT_FLAGS)
+    assert set(names) <= set(AGENT_FLAGS) | set(AGENT_OPTIONAL_FLAGS), names
+    deployment = (MEMBER_CHART / "templates" / "deployment.yaml").read_text()
+    assert f"name: {AGENT_REDIS_ENV}" in deployment and "--redis-url" not in " ".join(args)
+    manifest = next(
         doc for doc in yaml.safe_load_all((EXAMPLES / "member-agent-manifests.yaml").read_text()) if doc["kind"] == "Deployment"
-    )["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert [a.split("=", 1)[0] for a in manifest_args[1:]] == list(AGENT_FLAGS)
+    )["spec"]["template"]["spec"]["containers"][0]
+    manifest_names = _flag_names(manifest["args"][1:])
+    assert [n for n in manifest_names if n in AGENT_FLAGS] == list(AGENT_FLAGS)
+    assert [e["name"] for e in manifest["env"]] == [AGENT_REDIS_ENV]
 
 
-def test_member_agent_flags_are_accepted_by_binderfed_agent():
+def test_member_agent_flags_are_accepted_by_binderfed_agent(monkeypatch):
     if importlib.util.find_spec("hub.agent") is None:
         pytest.skip("hub/agent.py (issue 7) is not in the tree yet; the flags are checked once it is")
+    monkeypatch.setenv(AGENT_REDIS_ENV, "redis://:secret@redis.example.org:6379/0")
     sample = {"--member": "gesis", "--namespace": "binder", "--image-prefix": "gesiscss/binder-",
-              "--redis-url": "redis://localhost:6379/0", "--token-file": "/etc/binderfed/token/token", "--period": "30"}
-    _parse_with("hub.agent", [f"{flag}={sample[flag]}" for flag in AGENT_FLAGS])
+              "--token-file": "/etc/binderfed/token/token", "--period": "30", "--build-namespace": "builds",
+              "--node-selector": "hub.jupyter.org/node-purpose=user", "--spec": "gh/binder-examples/requirements/HEAD"}
+    parsed = _parse_with("hub.agent", [f"{flag}={sample[flag]}" for flag in AGENT_FLAGS + AGENT_OPTIONAL_FLAGS])
+    # The agent takes the Redis URL from the environment variable the chart sets.
+    assert parsed.redis_url == "redis://:secret@redis.example.org:6379/0"
+    assert (parsed.member, parsed.namespace, parsed.build_namespace) == ("gesis", "binder", "builds")
 
 
 def member_guard_problems(values: dict[str, Any]) -> list[str]:
@@ -496,7 +524,8 @@ def test_member_chart_depends_on_upstream_binderhub():
 def test_member_rbac_is_least_privilege():
     rbac = (MEMBER_CHART / "templates" / "rbac.yaml").read_text()
     rules = re.findall(r"resources: \[(\w+)\]\s+verbs: \[([\w, ]+)\]", rbac)
-    assert rules == [("pods", "get, list, watch"), ("nodes", "get, list")]
+    # pods in the BinderHub namespace (and the build namespace when it differs), nodes.
+    assert set(rules) == {("pods", "get, list, watch"), ("nodes", "get, list")}
     docs = list(yaml.safe_load_all((EXAMPLES / "member-agent-manifests.yaml").read_text()))
     manifest_rules = {d["kind"]: d["rules"] for d in docs if d["kind"] in ("Role", "ClusterRole")}
     assert manifest_rules == {
@@ -653,13 +682,26 @@ async def _launch(http, router_url: str, path: str) -> str:
     return phase
 
 
-async def test_dashboard_metrics_exist_in_router_metrics(start_router, http):
+async def test_dashboard_metrics_exist_in_router_metrics(start_router, http, redis_server, tmp_path):
+    """Launches, a refused launch, an admin drain and a member agent report, then /metrics."""
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.flush()
+    agent_token, admin_token = "alpha-report-token-0123456789abcdef", "admin-token-0123456789abcdef"
+    (tmp_path / "alpha.token").write_text(agent_token)
+    (tmp_path / "admin.token").write_text(admin_token)
     settings = dict(quota=20, build_seconds=0.05, launch_seconds=0.05, event_interval=0.01)
     hubs = [DevHub(DevHubSettings(name=name, **settings), seed=1) for name in ("alpha", "beta")]
     for hub in hubs:
         await hub.start()
+    inbox = aioredis.Redis.from_url(redis_server.url)
     try:
-        config = fast_config([Member(name=h.settings.name, url=h.url) for h in hubs])
+        config = replace(
+            fast_config([Member(name=h.settings.name, url=h.url) for h in hubs]),
+            admin=AdminSettings(token_file=str(tmp_path / "admin.token")),
+            reports=ReportSettings(enabled=True, url=redis_server.url, period=0.05, max_age=60,
+                                   members=(AgentToken(member="alpha", token_file=str(tmp_path / "alpha.token")),)),
+        )
         router = await start_router(config)
 
         async def members_healthy():
@@ -671,10 +713,26 @@ async def test_dashboard_metrics_exist_in_router_metrics(start_router, http):
             assert await _launch(http, router.url, f"/build/gh/binder-examples/{repo}/HEAD") == "ready"
         async with http.get(router.url + "/v2/not-a-provider/x", allow_redirects=False) as response:
             assert response.status == 400  # counted as a refused launch
-        async with http.get(router.url + "/metrics") as response:
-            assert response.status == 200
-            exposition = await response.text()
+        auth = {"Authorization": f"Bearer {admin_token}"}
+        for action in ("drain", "undrain"):
+            async with http.post(f"{router.url}/api/v1/admin/members/beta/{action}", headers=auth) as response:
+                assert response.status == 200, await response.text()
+        report = MemberReport(
+            member="alpha", timestamp=time.time(), agent_version="test",
+            capacity=Capacity(nodes=1, pods=20, cpu=8.0, memory=32 * 1024 ** 3), usage=Usage(user_pods=1, build_pods=0),
+            cached_images=(CachedImage(spec="gh/binder-examples/requirements/HEAD", slug="unused-000000", nodes=1),),
+        )
+        await inbox.set(report_key("alpha"), seal(report, agent_token), ex=300)
+
+        async def metrics_text():
+            async with http.get(router.url + "/metrics") as response:
+                assert response.status == 200
+                text = await response.text()
+            return text if "federation_agent_reports_total{" in text else None
+
+        exposition = await eventually(metrics_text, timeout=10, what="the agent report counted in /metrics")
     finally:
+        await inbox.aclose()
         for hub in hubs:
             await hub.stop()
 
@@ -778,6 +836,60 @@ def test_dockerfile_copies_the_source_tree_the_package_needs():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", "tests"} <= ignored
     assert not any(p in ignored for p in copied), "the .dockerignore drops something the Dockerfile copies"
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _with_dependencies(names: set[str]) -> set[str]:
+    """The distributions pip installs for `names`: them and what they require (no extras)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    found, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            requirements = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        todo += [_requirement_name(r) for r in requirements if "extra ==" not in r.replace('"', "").replace("'", "")]
+    return found
+
+
+def test_image_installs_every_module_level_import():
+    """The image installs exactly pyproject's dependencies: every third-party module the
+    shipped packages import at module level must be one of them, or `serve`, `agent`
+    or `devhub` dies at start in the container while passing here."""
+    import ast
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = _with_dependencies({_requirement_name(r) for r in project["project"]["dependencies"]})
+    ours = {p.split(".")[0] for p in project["tool"]["setuptools"]["packages"]}
+    distributions = packages_distributions()
+    missing: dict[str, set[str]] = {}
+    for package in sorted(ours):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in ours or top in sys.stdlib_module_names or top == "__future__":
+                        continue
+                    dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                    if not dists & declared:
+                        missing.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    assert missing == {}, f"imported at module level but not in pyproject dependencies: {missing}"
 
 
 def _hadolint() -> str | None:

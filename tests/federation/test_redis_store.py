@@ -415,6 +415,31 @@ async def test_degrades_and_recovers_when_redis_stops(private_redis, stores, cap
     assert "m4" in await b.statuses()
 
 
+async def test_a_launch_limit_holds_against_own_launches_while_degraded(private_redis, stores):
+    proc = private_redis()
+    a = await stores(proc.url, backoff_initial=0.05, backoff_max=0.3)
+    b = await stores(proc.url, backoff_initial=0.05, backoff_max=0.3)
+    assert await a.record_launch("m1", 300, limit=2) is True
+    assert await b.record_launch("m1", 300, limit=2) is True
+    assert await a.record_launch("m1", 300, limit=2) is False      # shared: a sees b's launch
+
+    proc.stop()
+
+    assert await timed(a.record_launch("m1", 300, limit=2)) is True   # alone: only its own launch counts
+    assert a.degraded is True
+    assert await a.record_launch("m1", 300, limit=2) is False
+    assert await a.in_flight() == {"m1": 2}
+
+    proc.start()                                    # empty: only what a journaled comes back
+
+    async def recovered() -> bool:
+        await a.launch_state(None)
+        return a.degraded is False
+
+    await wait_for(recovered, timeout=10)
+    assert (await b.launch_state(None)).in_flight == {"m1": 1}   # the refused launch was not journaled
+
+
 async def test_events_logged_while_degraded_are_pushed_back_in_chunks(private_redis, stores, monkeypatch):
     monkeypatch.setattr("federation.redis_store.PUSH_CHUNK", 3)
     proc = private_redis()

@@ -162,6 +162,22 @@ async def test_record_launch_appends_event(store):
     assert await store.in_flight() == {"a": 2}
 
 
+async def test_record_launch_with_a_limit_counts_only_while_there_is_room(store, clock):
+    assert await store.record_launch("a", 10, {"timestamp": T0, "n": 0}, limit=2) is True
+    clock.advance(1)
+    assert await store.record_launch("a", 10, {"timestamp": T0 + 1, "n": 1}, limit=2) is True
+    assert await store.record_launch("a", 10, {"timestamp": T0 + 1, "n": 2}, limit=2) is False  # full
+    assert await store.record_launch("a", 10, limit=0) is False
+    assert await store.record_launch("b", 10, limit=1) is True       # limits are per member
+    assert await store.in_flight() == {"a": 2, "b": 1}
+    assert [e["n"] for e in await store.recent_launches(0)] == [0, 1]   # a refused launch is not logged
+    assert await store.record_launch("a", 10) is True                # no limit: always counted
+    clock.advance(9)                                                 # the first launch of a has expired
+    assert await store.record_launch("a", 10, limit=3) is True
+    assert await store.record_launch("a", 10, limit=3) is False
+    assert await store.in_flight() == {"a": 3, "b": 1}
+
+
 # -- image-cache map ---------------------------------------------------------------------
 async def test_images_learn_age_out_and_holders(store, clock):
     assert await store.image_holders("gh/x/y") == frozenset()

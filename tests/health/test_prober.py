@@ -8,8 +8,8 @@ import pytest
 from federation.config import HealthSettings
 from federation.members import Member, MemberState, MemberStatus
 from federation.membership import Membership
-from federation.store import MemoryStore
-from health.prober import ProbeResult, Prober, assess, probe_member, reference_version
+from federation.store import Store
+from health.prober import LEASE, ProbeResult, Prober, assess, probe_member, reference_version
 from hub.client import HubClient
 from hub.models import HealthReport
 from tests.support.waiting import eventually
@@ -21,6 +21,15 @@ SETTINGS = HealthSettings(period=0.1, failed_period=0.2, jitter=0.0, timeout=0.5
 async def client():
     async with aiohttp.ClientSession() as session:
         yield HubClient(session)
+
+
+@pytest.fixture
+async def store(make_store) -> Store:
+    """The store probers share: once in memory, once in the session redis-server."""
+    store = make_store()
+    await store.start()
+    yield store
+    await store.close()
 
 
 async def probe(client, hub, settings=SETTINGS, headroom=0, previous=None, reference=None) -> MemberStatus:
@@ -92,9 +101,8 @@ def test_versions_policies():
     assert status.state == MemberState.UNHEALTHY and "federation expects 1.0" in status.reason
 
 
-async def test_prober_writes_status_and_reprobes_a_recovered_member(start_devhub, client):
+async def test_prober_writes_status_and_reprobes_a_recovered_member(start_devhub, client, store):
     hub = await start_devhub("a", quota=5)
-    store = MemoryStore()
     prober = Prober(store, client, Membership([Member("a", hub.url)]), SETTINGS, headroom=0)
     await prober.start()
     try:
@@ -113,9 +121,8 @@ async def test_prober_writes_status_and_reprobes_a_recovered_member(start_devhub
         await prober.stop()
 
 
-async def test_only_the_lease_holder_probes(start_devhub, client):
+async def test_only_the_lease_holder_probes(start_devhub, client, store):
     hub = await start_devhub("a", quota=5)
-    store = MemoryStore()
     membership = Membership([Member("a", hub.url)])
     first = Prober(store, client, membership, SETTINGS, headroom=0)
     second = Prober(store, client, membership, SETTINGS, headroom=0)
@@ -136,3 +143,39 @@ async def test_only_the_lease_holder_probes(start_devhub, client):
 
 async def _is(awaitable, expected):
     return (await awaitable) == expected
+
+
+async def test_a_crashed_leader_keeps_the_lease_until_it_expires(start_devhub, client, store):
+    hub = await start_devhub("a", quota=5)
+    membership = Membership([Member("a", hub.url)])
+    first = Prober(store, client, membership, SETTINGS, headroom=0, lease_ttl=0.6)
+    second = Prober(store, client, membership, SETTINGS, headroom=0, lease_ttl=0.6)
+    await first.start()
+    await eventually(lambda: first.is_leader, what="first prober leads")
+    await second.start()
+    try:
+        await first.stop(release=False)  # as if the replica died: nobody releases the lease
+        assert not await store.acquire_lease(LEASE, "someone else", 0.6)
+        await eventually(lambda: second.is_leader, timeout=0.6 + 2, what="second takes over once the lease expires")
+    finally:
+        await second.stop()
+
+
+async def test_a_leader_that_loses_the_lease_stops_probing(start_devhub, client, store):
+    hub = await start_devhub("a", quota=5)
+    probes: list[float] = []
+    prober = Prober(store, client, Membership([Member("a", hub.url)]), SETTINGS, headroom=0, lease_ttl=0.6,
+                    observer=lambda member, status, previous: probes.append(status.checked_at))
+    await prober.start()
+    try:
+        await eventually(lambda: len(probes) >= 2, what="the leader probes")
+        # Another replica holds the lease now (as after a Redis restart where it renewed first).
+        await store.release_lease(LEASE, prober.holder)
+        assert await store.acquire_lease(LEASE, "other replica", 60)
+        await eventually(lambda: not prober.is_leader, timeout=2, what="the prober notices it lost the lease")
+        seen, lost_at = len(probes), prober._lease_renewed
+        # Several periods' worth of ticks later, it has tried the lease again and again but probed nothing.
+        await eventually(lambda: prober._lease_renewed >= lost_at + 3 * SETTINGS.period, what="more ticks")
+        assert len(probes) == seen and not prober.is_leader
+    finally:
+        await prober.stop()

@@ -10,10 +10,11 @@ from federation import config as config_mod
 from router.demo import add_arguments, run_demo
 
 
-async def test_demo_launch_url_followed_like_curl_reaches_a_server_page(http, capsys):
+async def test_demo_launch_url_followed_like_curl_reaches_a_server_page(http, capsys, store_url):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--port", "0", "--build-seconds", "0.05", "--config", str(config_mod.DEMO_CONFIG)])
+    args = parser.parse_args(["--port", "0", "--build-seconds", "0.05", "--config", str(config_mod.DEMO_CONFIG),
+                              "--store-url", store_url])
     ready, stop = asyncio.Event(), asyncio.Event()
     demo = asyncio.create_task(run_demo(args, ready=ready, stop=stop))
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
@@ -214,3 +215,31 @@ async def test_capacity_comes_from_the_report_when_health_has_no_quota(
     assert found["alpha"]["free"] == 28
     # beta's nodes are full: every launch goes to alpha.
     assert (await place(http, router, "/v2/gh/some/repo/HEAD"))[0] == "alpha"
+
+
+async def test_documented_redis_acls_confine_each_agent_to_its_own_keys(redis_server, inbox):
+    """The ACL lines of docs/agent.md, run as written against the real redis-server."""
+    from health.report_ingest import RedisReportInbox
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
+    lines = [line.split() for line in doc.splitlines() if line.startswith("ACL SETUSER")]
+    assert [line[2] for line in lines] == ["agent-gesis", "router-reports"]
+    for line in lines:
+        await inbox.execute_command(*[word.replace(">PASSWORD", ">pw") for word in line])
+    base = f"127.0.0.1:{redis_server.port}/0"
+    try:
+        agent = RedisOutbox(f"redis://agent-gesis:pw@{base}", "gesis")
+        intruder = RedisOutbox(f"redis://agent-gesis:pw@{base}", "ovh")
+        await agent.publish(seal(report_for("gesis"), "t" * 32), 60)
+        await agent.save_specs({"slug-abcdef": '{"spec": "gh/a/b/HEAD", "seen": 1}'}, [])
+        assert await agent.load_specs()
+        with pytest.raises(redis.ResponseError):
+            await intruder.publish("forged", 60)
+        reader = RedisReportInbox(f"redis://router-reports:pw@{base}")
+        assert list(await reader.read()) == ["gesis"]
+        with pytest.raises(redis.ResponseError):
+            await reader.redis.set(report_key("gesis"), "overwritten")
+        for client_ in (agent, intruder, reader):
+            await client_.close()
+    finally:
+        await inbox.execute_command("ACL", "DELUSER", "agent-gesis", "router-reports")

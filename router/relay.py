@@ -1,0 +1,423 @@
+"""Stream mode for `/build/`: relay the chosen member's event stream, with failover.
+
+(`router.forward: stream`, DESIGN.md "Forwarding".) The router opens the member's
+`/build/` stream itself (`hub.client`) and passes every event on unchanged: the
+member's `data:` payload is written again as is, in the same order. While the
+member is quiet the router sends its own `:keepalive` comments.
+
+If the member fails for infrastructure reasons before `ready` (`hub.failures`
+decides which failures those are), the launch moves to the next member of the same
+decision's ranking, and the client is told in a `message` event:
+
+    id: beta
+    data: {"phase": "building", "message": "Member alpha failed (member full); trying member beta\\n"}
+
+The event's `id` is the new member: a browser's EventSource sends it back as
+`Last-Event-ID` when it reconnects, and the router then places the reconnected
+stream on that member again (like the sticky cookie, which names the first choice).
+After `router.stream.max_attempts` members the client gets a final `failed` event
+with `status_code` 503. A `failed` event that is not the member's fault (a build
+error in the repository) is relayed once and not retried.
+
+What the member sees: the visitor's address in `X-Forwarded-For` / `X-Real-Ip`
+(members rate-limit per visitor), and nothing else of the visitor's request: no
+cookies, no `Authorization`, no federation credentials.
+
+Every attempt is recorded like a redirect (in flight on its member, launch log,
+`federation_launches` with reason `failover` after the first); a failed attempt's
+in-flight count is released. Outcomes feed the image-cache map (`built`/`ready`) and
+passive health (`health.outlier`).
+
+Client disconnects: `ActiveStreams` (one per app, started and stopped by the app's
+lifecycle) checks every relayed stream's connection a few times a second and
+cancels the handler of a stream whose client left; cancellation closes the upstream
+stream (`async with` around `hub.client.BuildStream`). The same sweep writes the
+keepalives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import time
+from dataclasses import replace
+from functools import lru_cache
+from typing import Any
+
+from aiohttp import web
+
+from federation.members import Member
+from federation.policy import Decision
+from federation.spec import LaunchRequest
+from hub.events import encode_comment, encode_event
+from hub.failures import InfraFailure, classify_failure
+from hub.models import MemberError
+
+from . import launch as launching
+from .context import RouterContext
+from .pages import CORS_HEADERS
+
+log = logging.getLogger("binderfed.relay")
+
+FAILOVER_REASON = "failover"
+KEEPALIVE = encode_comment("keepalive")
+SWEEP_SECONDS = 0.2  # how often client connections are checked and keepalives are due
+
+
+# -- the visitor's address -----------------------------------------------------------------
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=16)
+def _networks(trusted: tuple[str, ...]) -> tuple[Network, ...]:
+    networks = []
+    for entry in trusted:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            log.warning("ignoring router.trusted_proxies entry %r: not an address or network", entry)
+    return tuple(networks)
+
+
+def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def forwarded_headers(peer: str | None, x_forwarded_for: str | None, trusted: tuple[str, ...]) -> dict[str, str]:
+    """`X-Forwarded-For` and `X-Real-Ip` for a request relayed on a visitor's behalf.
+
+    The chain the visitor's request arrived with is believed only when the peer (the
+    address that connected to the router) is a trusted proxy: then the peer is
+    appended to it and the visitor is the last address in it that is not a trusted
+    proxy. Otherwise whatever the request claimed is dropped and the peer is the visitor.
+    """
+    if not peer:
+        return {}
+    networks = _networks(trusted)
+    if x_forwarded_for and networks and _trusted(peer, networks):
+        chain = [hop.strip() for hop in x_forwarded_for.split(",") if hop.strip()] + [peer]
+        client = next((hop for hop in reversed(chain) if not _trusted(hop, networks)), chain[0])
+        return {"X-Forwarded-For": ", ".join(chain), "X-Real-Ip": client}
+    return {"X-Forwarded-For": peer, "X-Real-Ip": peer}
+
+
+# -- every relayed stream of one app -----------------------------------------------------
+
+
+class _ClientGone(Exception):
+    """Writing to the client failed: it disconnected."""
+
+
+class ActiveStreams:
+    """The relayed streams of one app: notices departed clients and sends keepalives.
+
+    One sweep for all streams (instead of a timer per stream) keeps an idle stream
+    free of any scheduled work but this check. `start()`/`stop()` run from the app's
+    cleanup_ctx; `shutdown()` (the app's on_shutdown) ends every stream so a stopping
+    router does not wait for builds that can take an hour.
+    """
+
+    def __init__(self, sweep: float = SWEEP_SECONDS) -> None:
+        self.sweep = sweep
+        self._relays: set[_Relay] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._relays)
+
+    def add(self, relay: "_Relay") -> None:
+        self._relays.add(relay)
+
+    def discard(self, relay: "_Relay") -> None:
+        self._relays.discard(relay)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="relay-sweep")
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._task, *self._writes] if t is not None]
+        self._task = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def shutdown(self, app: web.Application) -> None:
+        for relay in list(self._relays):
+            relay.stop("router shutting down")
+
+    def check(self) -> None:
+        """One sweep: cancel streams whose client left, write due keepalives."""
+        now = time.monotonic()
+        for relay in list(self._relays):
+            if relay.client_left():
+                relay.stop("client left")
+            elif relay.keepalive_due(now):
+                task = asyncio.create_task(relay.write_keepalive())
+                self._writes.add(task)
+                task.add_done_callback(self._writes.discard)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep)
+            try:
+                self.check()
+            except Exception as exc:  # pragma: no cover - never let the sweep die
+                log.exception("relay sweep failed: %s", exc)
+
+
+STREAMS = web.AppKey("binderfed_relay_streams", ActiveStreams)
+
+
+# -- one relayed launch -------------------------------------------------------------------
+
+
+def _sticky(ctx: RouterContext, request: web.Request) -> str | None:
+    """The member a reconnecting EventSource names (Last-Event-ID), else the sticky cookie."""
+    last_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_id and ctx.membership.get(last_id) is not None:
+        return last_id
+    return request.cookies.get(ctx.config.router.sticky_cookie)
+
+
+async def relay_build(request: web.Request, ctx: RouterContext, launch: LaunchRequest) -> web.StreamResponse:
+    """Answer `/build/<provider>/<spec>` in stream mode."""
+    decision = await launching.decide(ctx, launch, _sticky(ctx, request))
+    if decision.member is None:
+        return launching.no_member(ctx, launch, decision)
+    relay = _Relay(request, ctx, launch, decision)
+    return await relay.run()
+
+
+class _Relay:
+    def __init__(self, request: web.Request, ctx: RouterContext, launch: LaunchRequest, decision: Decision) -> None:
+        self.request = request
+        self.ctx = ctx
+        self.config = ctx.config  # one config for the whole launch, even across a reload
+        self.settings = self.config.router.stream
+        self.launch = launch
+        self.decision = decision
+        self.streams = request.app[STREAMS]
+        self.response: web.StreamResponse | None = None
+        self.task = asyncio.current_task()
+        self.started = time.monotonic()
+        self.last_write = self.started
+        self.member: Member = decision.member  # type: ignore[assignment]
+        self.last_phase = ""
+        self.outcome: str | None = None
+        self.stop_reason: str | None = None
+        self.headers = forwarded_headers(
+            request.remote, request.headers.get("X-Forwarded-For"), self.config.router.trusted_proxies
+        )
+
+    # -- what ActiveStreams asks ------------------------------------------------------
+
+    def client_left(self) -> bool:
+        transport = self.request.transport
+        return transport is None or transport.is_closing()
+
+    def keepalive_due(self, now: float) -> bool:
+        return self.response is not None and now - self.last_write >= self.settings.keepalive
+
+    async def write_keepalive(self) -> None:
+        try:
+            await self._write(KEEPALIVE)
+        except _ClientGone:
+            self.stop("client left")
+
+    def stop(self, why: str) -> None:
+        if self.stop_reason is None and self.task is not None and not self.task.done():
+            self.stop_reason = why
+            self.task.cancel()
+
+    # -- the stream to the client -----------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        assert self.response is not None
+        self.last_write = time.monotonic()
+        try:
+            await self.response.write(data)
+        except (ConnectionError, RuntimeError) as exc:
+            raise _ClientGone() from exc
+
+    async def _prepare(self) -> web.StreamResponse:
+        member = self.member
+        response = web.StreamResponse(headers={
+            **CORS_HEADERS,
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx in front of the router must not buffer the stream
+            launching.MEMBER_HEADER: member.name,
+            launching.REASON_HEADER: self.decision.reason,
+        })
+        max_age = int(self.config.router.cookie_max_age_hours * 3600)
+        if max_age > 0:
+            response.set_cookie(self.config.router.sticky_cookie, member.name, max_age=max_age,
+                                path=self.launch.path, httponly=True, samesite="Lax")
+        await response.prepare(self.request)
+        self.response = response
+        return response
+
+    async def run(self) -> web.StreamResponse:
+        metrics = self.ctx.metrics
+        response = await self._prepare()
+        self.streams.add(self)
+        try:
+            metrics.relayed_streams.inc()
+            try:
+                await self._attempts()
+            finally:
+                metrics.relayed_streams.dec()
+            if self.settings.linger > 0:
+                # As BinderHub does: let the client close first, or a careless EventSource
+                # reconnects and launches again.
+                await asyncio.sleep(self.settings.linger)
+        except (_ClientGone, asyncio.CancelledError) as exc:
+            if self.outcome is None and self.stop_reason != "router shutting down":
+                self._finish("client_gone")
+                log.info("client left launch %s on member %s", self.launch.provider_spec, self.member.name,
+                         extra={"member": self.member.name, "repo_key": self.launch.repo_key})
+            # A cancellation of our own (stop()) ends this stream only; any other is re-raised.
+            if isinstance(exc, asyncio.CancelledError) and not (
+                self.stop_reason is not None and self.task is not None and self.task.uncancel() == 0
+            ):
+                raise
+            return response
+        finally:
+            self.streams.discard(self)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write_eof()
+        return response
+
+    def _finish(self, outcome: str) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.ctx.metrics.launch_outcomes.labels(self.member.name, outcome).inc()
+
+    async def _attempts(self) -> None:
+        ctx, launch, decision = self.ctx, self.launch, self.decision
+        tried: list[tuple[Member, InfraFailure]] = []
+        reason = decision.reason
+        while True:
+            member = self.member
+            await launching.record(ctx, launch, replace(decision, member=member, reason=reason))
+            failure = await self._relay_from(member)
+            if failure is None:
+                return
+            tried.append((member, failure))
+            await self._member_failed(member, failure)
+            following = self._next_member({m.name for m, _ in tried}) if len(tried) < self.settings.max_attempts else None
+            if following is None:
+                await self._give_up(tried)
+                return
+            ctx.metrics.failovers.labels(failure.cause.value).inc()
+            message = f"Member {member.name} failed ({failure.detail}); trying member {following.name}\n"
+            log.warning("launch %s: member %s failed (%s: %s); trying member %s", launch.provider_spec, member.name,
+                        failure.cause.value, failure.detail, following.name,
+                        extra={"member": member.name, "cause": failure.cause.value, "next": following.name,
+                               "repo_key": launch.repo_key})
+            event = encode_event(json.dumps({"phase": self.last_phase or "waiting", "message": message}))
+            await self._write(f"id: {following.name}\n".encode() + event)
+            self.member, reason = following, FAILOVER_REASON
+
+    def _next_member(self, tried: set[str]) -> Member | None:
+        for name in self.decision.ranking:
+            if name in tried:
+                continue
+            member = self.ctx.membership.get(name)
+            if member is not None and "\n" not in name and "\r" not in name:  # it goes in an `id:` line
+                return member
+        return None
+
+    async def _member_failed(self, member: Member, failure: InfraFailure) -> None:
+        ctx = self.ctx
+        ctx.metrics.relay_failures.labels(member.name, failure.cause.value).inc()
+        # The attempt will not become a pod there: stop counting it in flight.
+        await ctx.store.settle_in_flight(member.name, 1)
+        if ctx.outlier is not None:
+            await ctx.outlier.failure(member.name, failure.cause.value)
+
+    async def _give_up(self, tried: list[tuple[Member, InfraFailure]]) -> None:
+        retry = self.config.router.retry_after
+        summary = "; ".join(f"{m.name}: {f.detail}" for m, f in tried)
+        message = (f"No member of this Binder federation could start this launch ({summary}). "
+                   f"Please try again in {retry} seconds.\n")
+        log.warning("launch %s failed on every member tried (%s)", self.launch.provider_spec, summary,
+                    extra={"member": self.member.name, "repo_key": self.launch.repo_key})
+        self._finish("failed_infra")
+        await self._write(encode_event(json.dumps({"phase": "failed", "status_code": 503, "message": message})))
+
+    async def _relay_from(self, member: Member) -> InfraFailure | None:
+        """Relay `member`'s stream to its end. None: a terminal event was relayed;
+        else the infrastructure failure that ended it (nothing of it was relayed)."""
+        ctx, launch, settings = self.ctx, self.launch, self.settings
+        assert ctx.client is not None
+        learned = False
+        stream = ctx.client.build_events(
+            member.url, launch.provider_spec, launch.query, self.headers,
+            connect_timeout=settings.connect_timeout, stall_timeout=settings.stall_timeout,
+        )
+        try:
+            async with stream:
+                async for event in stream:
+                    phase = event.phase.lower()
+                    if phase == "failed":
+                        failure = classify_failure(event)
+                        if failure is not None:
+                            return failure
+                    if event.phase:
+                        self.last_phase = event.phase
+                    if not learned and phase in ("built", "ready"):
+                        learned = True
+                        await ctx.store.learn_image(launch.repo_key, member.name, self.config.policy.cache_ttl)
+                    await self._write(encode_event(event.raw))
+                    if phase == "ready":
+                        self._ready(member)
+                        return None
+                    if phase == "failed":
+                        self._finish("failed_build")
+                        log.info("launch %s failed on member %s: %s", launch.provider_spec, member.name,
+                                 event.message.strip()[:200],
+                                 extra={"member": member.name, "repo_key": launch.repo_key})
+                        return None
+        except MemberError as exc:
+            failure = classify_failure(exc)
+            assert failure is not None  # every MemberError is an infrastructure failure
+            log.info("relay from member %s ended: %s", member.name, exc, extra={"member": member.name})
+            return failure
+        # The client ends a stream only after a ready or failed event or by raising.
+        return classify_failure(MemberError("stream ended without a final event"))  # pragma: no cover
+
+    def _ready(self, member: Member) -> None:
+        self._finish("ready")
+        self.ctx.metrics.time_to_ready.observe(time.monotonic() - self.started)
+        if self.ctx.outlier is not None:
+            self.ctx.outlier.success(member.name)
+        log.info("launch %s ready on member %s", self.launch.provider_spec, member.name,
+                 extra={"member": member.name, "repo_key": self.launch.repo_key})
+
+
+def setup(app: web.Application) -> None:
+    """Register the app's ActiveStreams (its sweep runs from the app's lifecycle)."""
+    streams = ActiveStreams()
+    app[STREAMS] = streams
+    app.on_shutdown.append(streams.shutdown)
+
+    async def lifecycle(app: web.Application) -> Any:
+        await streams.start()
+        try:
+            yield
+        finally:
+            await streams.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+

@@ -1,0 +1,163 @@
+"""Passive health: consecutive infrastructure failures eject a member for a while."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+
+from federation.config import OutlierSettings
+from federation.members import Member
+from federation.membership import Membership
+from health.outlier import OutlierDetector
+from tests.conftest import member_of, member_states
+from tests.support.streams import COOKIE, LAUNCH, mark_healthy, read_events, stream_config
+from tests.support.waiting import eventually
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def members(*names: str) -> Membership:
+    return Membership([Member(name=n, url=f"http://{n}.example") for n in names])
+
+
+@pytest.fixture
+def detector(make_store):
+    """`detector(names, **settings)` -> (detector, store, clock, observed events)."""
+    made = []
+
+    def make(names=("a", "b", "c", "d"), **settings):
+        clock = Clock()
+        store = make_store(clock=clock)
+        events: list[tuple[str, str]] = []
+        current = OutlierSettings(**settings)
+        d = OutlierDetector(store, members(*names), lambda: current, clock=clock,
+                            observer=lambda member, event: events.append((member, event)))
+        made.append(store)
+        return d, store, clock, events
+
+    yield make
+
+
+async def test_consecutive_failures_eject_and_success_resets(detector):
+    d, store, clock, events = detector(consecutive_failures=3, base_ejection_time=30)
+    assert await d.failure("a", "stalled") is None
+    assert await d.failure("a", "stalled") is None
+    d.success("a")  # a ready launch: the two failures are no longer consecutive
+    assert await d.failure("a", "stalled") is None
+    assert await d.failure("a", "http_5xx") is None
+    assert await d.failure("a", "member_full") == T0 + 30
+    assert await store.ejections() == {"a": T0 + 30}
+    assert events == [("a", "ejected")]
+    assert d.consecutive_failures("a") == 0
+
+
+async def test_ejection_time_grows_with_each_ejection_up_to_the_maximum(detector):
+    d, store, clock, _ = detector(consecutive_failures=1, base_ejection_time=30, max_ejection_time=75)
+    durations = []
+    for _ in range(4):
+        until = await d.failure("a", "stalled")
+        durations.append(until - clock.now)
+        clock.now = until + 1  # back in service, and failing again at once
+    assert durations == [30, 60, 75, 75]
+
+
+async def test_ejection_count_decays_while_the_member_stays_in_service(detector):
+    d, store, clock, _ = detector(consecutive_failures=1, base_ejection_time=30, max_ejection_time=300)
+    for _ in range(3):
+        until = await d.failure("a", "stalled")
+        clock.now = until + 1
+    assert until - (clock.now - 1) == 90  # third ejection: 3 x base
+    clock.now += 2 * 300  # two max_ejection_times in service: two ejections forgiven
+    assert await d.failure("a", "stalled") - clock.now == 60
+
+
+async def test_at_most_max_ejection_percent_of_members_are_ejected(detector):
+    d, store, clock, events = detector(("a", "b", "c", "d"), consecutive_failures=1, max_ejection_percent=50)
+    assert await d.failure("a", "unreachable") is not None
+    assert await d.failure("b", "unreachable") is not None
+    assert await d.failure("c", "unreachable") is None  # 3 of 4 would be 75 %
+    assert set(await store.ejections()) == {"a", "b"}
+    # c keeps its count and goes as soon as another member is back.
+    clock.now += 31
+    assert await d.failure("c", "unreachable") is not None
+
+
+async def test_one_member_can_always_be_ejected_and_zero_percent_disables(detector):
+    d, store, clock, _ = detector(("a", "b", "c"), consecutive_failures=1, max_ejection_percent=10)
+    assert await d.failure("a", "unreachable") is not None  # none ejected: one may go (as in Envoy)
+    assert await d.failure("b", "unreachable") is None
+    d0, store0, _, _ = detector(("a", "b"), consecutive_failures=1, max_ejection_percent=0)
+    assert await d0.failure("a", "unreachable") is None
+    assert await store0.ejections() == {}
+    off, store_off, _, _ = detector(("a", "b"), consecutive_failures=1, enabled=False)
+    assert await off.failure("a", "unreachable") is None and await store_off.ejections() == {}
+
+
+async def test_sweep_reports_return_to_service_and_other_replicas_ejections(detector, caplog):
+    d, store, clock, events = detector(consecutive_failures=1, base_ejection_time=30)
+    await d.failure("a", "stalled")
+    await store.set_ejection("b", T0 + 10)  # another replica ejected b
+    await d.sweep()
+    assert events == [("a", "ejected"), ("b", "seen")]
+    clock.now = T0 + 11
+    with caplog.at_level(logging.INFO, logger="binderfed.outlier"):
+        await d.sweep()
+    assert events[-1] == ("b", "returned")
+    assert "member b returns to service" in caplog.text
+    clock.now = T0 + 31
+    await d.sweep()
+    assert events[-1] == ("a", "returned")
+    await d.sweep()
+    assert len(events) == 4  # a return is reported once
+
+
+# -- through the router ------------------------------------------------------------------------
+
+
+async def test_failing_member_is_ejected_by_relayed_launches_and_returns(start_devhub, start_router, make_store,
+                                                                        http, caplog):
+    broken = await start_devhub("broken")
+    broken.set_faults(build_refuse=True)
+    good = await start_devhub("good")
+    store = make_store()
+    config = stream_config([member_of(broken), member_of(good)])
+    outlier = OutlierSettings(consecutive_failures=2, base_ejection_time=1.0)
+    config = replace(config, health=replace(config.health, outlier=outlier))
+    router = await start_router(config, store, probe=False)
+    await mark_healthy(store, "broken", "good")
+
+    caplog.set_level(logging.INFO, logger="binderfed.outlier")
+    for _ in range(2):
+        async with http.get(router.url + LAUNCH, cookies={COOKIE: "broken"}) as response:
+            assert response.headers["X-Binder-Federation-Member"] == "broken"
+            events = await read_events(response)
+        assert '"phase": "ready"' in events[-1].data  # each launch still reached ready on "good"
+    assert (await member_states(http, router))["broken"] == "ejected"
+    assert "member broken ejected for 1 s after 2 consecutive infrastructure failures (last: http_5xx)" in caplog.text
+    # While ejected, even the sticky cookie does not send launches there.
+    async with http.get(router.url + LAUNCH, cookies={COOKIE: "broken"}) as response:
+        assert response.headers["X-Binder-Federation-Member"] == "good"
+        await read_events(response)
+    assert len(broken.build_requests) == 2
+    async with http.get(router.url + "/metrics") as response:
+        text = await response.text()
+    assert 'federation_ejections_total{member="broken"} 1.0' in text
+    assert 'federation_ejected{member="broken"} 1.0' in text
+
+    async def returned():
+        states = await member_states(http, router)
+        async with http.get(router.url + "/metrics") as response:
+            metrics = await response.text()
+        return states["broken"] == "healthy" and 'federation_ejected{member="broken"} 0.0' in metrics
+    await eventually(returned, timeout=5, what="the ejection to end")
+    assert "member broken returns to service" in caplog.text
