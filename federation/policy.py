@@ -61,8 +61,8 @@ import hashlib
 import math
 import random
 from collections import OrderedDict
-from itertools import chain, compress
 from dataclasses import dataclass, field
+from itertools import chain, compress
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, overload
 
 from .config import DataRule, PolicySettings
@@ -83,7 +83,6 @@ __all__ = [
 
 HEALTHY = MemberState.HEALTHY
 FULL = MemberState.FULL
-UNKNOWN = MemberState.UNKNOWN
 
 TIERS = ("data", "cache", "affinity")
 
@@ -317,6 +316,12 @@ class Context:
             return list(order)
         return list(compress(order, map(flags.__getitem__, order)))
 
+    def first_in_rendezvous(self) -> int:
+        """The admissible member that rendezvous ranks first for this repository."""
+        self.rank()
+        assert self._order is not None
+        return next(compress(self._order, map(self.flags.__getitem__, self._order)))
+
     def by_rank(self, indices: Iterable[int]) -> list[int]:
         """Some members sorted into rendezvous order."""
         return sorted(indices, key=self.rank().__getitem__)
@@ -391,7 +396,7 @@ def strategy_bounded_affinity(
         return Ranking(groups)
     groups += [(label, [i for i in group if i in over]) for label, group in tiers]
     groups.append(("affinity", ctx.by_rank(over - taken)))
-    first = tiers[0][1][0] if tiers else ctx.rendezvous()[0]
+    first = tiers[0][1][0] if tiers else ctx.first_in_rendezvous()
     return Ranking(groups, spilled=first in over)
 
 
@@ -527,12 +532,13 @@ def place(
     headroom = settings.pod_headroom
 
     # One pass over the members: admissibility (the rules of why_not(), inlined
-    # because this loop is the cost of placement at a thousand members), every
-    # member's name and weight (the rendezvous memo's key), the load of the
+    # because this loop is most of the cost of placement at a thousand members),
+    # every member's name and weight (the rendezvous memo's key), the load of the
     # admissible members with a quota, and who declares data sites or cached images.
+    count = len(members)
     names: list[str] = []
     weights: list[float] = []
-    flags = bytearray(len(members))
+    flags = bytearray(count)
     ratios: dict[int, float] = {}
     sited: list[int] = []
     declared: list[int] = []
@@ -572,7 +578,7 @@ def place(
         if member.cached_repos:
             declared.append(index)
 
-    admissible = list(compress(range(len(flags)), flags))
+    admissible = list(compress(range(count), flags))
     ctx = Context(
         view, settings, request, site, members, names, weights, flags, admissible, ratios, sited, declared, load, quota_sum
     )

@@ -552,17 +552,18 @@ class _Simulation:
                     result.data_local += 1
             await store.record_launch(decision.member.name, ttl)
             self.push(arrival + model.redirect_delay, _ARRIVE, launch, member)
+        self.now = end
+        for member in range(n):
+            self.change(member, 0)  # close the utilization integrals at the last arrival
+        area = list(self.area)
         # Let the last launches reach their members; later events change no figure.
         while events and events[0][0] <= end + model.redirect_delay:
             await self._handle(pop(events), result, end)
-        self.now = end
-        for member in range(n):
-            self.change(member, 0)
         duration = max(end, 1e-9)
         result.duration = end
         result.peak = {name: self.peak_pods[i] / self.quota[i] for i, name in enumerate(names)}
-        result.mean = {name: self.area[i] / duration / self.quota[i] for i, name in enumerate(names)}
-        result.mean_utilization = sum(self.area) / duration / sum(self.quota)
+        result.mean = {name: area[i] / duration / self.quota[i] for i, name in enumerate(names)}
+        result.mean_utilization = sum(area) / duration / sum(self.quota)
         result.trace = {"source": self.trace.source, "launches": len(launches), "bad_lines": self.trace.bad_lines}
         result.wall = time.perf_counter() - started
         return result

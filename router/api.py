@@ -134,5 +134,6 @@ async def landing(request: web.Request) -> web.StreamResponse:
         "<p>This domain launches Binder repositories on the best-placed BinderHub of the federation.</p>"
         "<p>Launch links have the form <code>/v2/gh/&lt;org&gt;/&lt;repo&gt;/&lt;ref&gt;</code>, "
         "for example <a href=\"/v2/gh/binder-examples/requirements/HEAD\"><code>/v2/gh/binder-examples/requirements/HEAD</code></a>.</p>"
-        f"<p>Members: {names}. <a href=\"/api/v1/members\">Member status (JSON)</a>.</p>",
+        f"<p>Members: {names}. <a href=\"/status\">Federation status</a>, "
+        "<a href=\"/api/v1/members\">member status (JSON)</a>.</p>",
     )

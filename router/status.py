@@ -68,7 +68,7 @@ class Capacity:
 @dataclass(frozen=True)
 class MemberRow:
     name: str
-    url: str
+    url: str                    # shown as a link only when http(s) (see `link`)
     state: str                  # one of MemberState's words
     shape: str                  # icon shape for the state (STATE_SHAPES)
     reason: str
@@ -79,6 +79,11 @@ class MemberRow:
     versions: tuple[tuple[str, str], ...]
     data_sites: tuple[str, ...]
     region: str
+
+    @property
+    def link(self) -> str | None:
+        # Members can come from Consul registrations: never render another scheme as a link.
+        return self.url if self.url.startswith(("http://", "https://")) else None
 
 
 @dataclass(frozen=True)

@@ -309,12 +309,25 @@ async def test_unknown_provider_and_bad_spec(make_hub, http) -> None:
 
 async def test_v2_page_and_index(make_hub, http) -> None:
     hub = await make_hub(name="devB")
-    async with http.get(f"{hub.url}/v2/{REPO}?urlpath=lab") as resp:
+    async with http.get(f"{hub.url}/v2/{REPO}?urlpath=lab", headers={"Accept": "text/html"}) as resp:
         assert resp.status == 200
         page = await resp.text()
     assert "EventSource" in page and f"/build/{REPO}" in page
     async with http.get(hub.url + "/") as resp:
         assert "not a BinderHub" in await resp.text()
+
+
+async def test_v2_without_javascript_launches_and_redirects_to_the_server(make_hub, http) -> None:
+    # Dev convenience for `curl -L`: clients that do not ask for HTML get the server.
+    hub = await make_hub(name="devC")
+    async with http.get(f"{hub.url}/v2/{REPO}?urlpath=lab", headers={"Accept": "*/*"},
+                        allow_redirects=False) as resp:
+        assert resp.status == 302
+        location = resp.headers["Location"]
+    assert location.startswith(f"{hub.url}/user/") and "/lab?token=" in location
+    hub.set_faults(build_full=True)
+    async with http.get(f"{hub.url}/v2/{REPO}", headers={"Accept": "*/*"}, allow_redirects=False) as resp:
+        assert resp.status == 503 and "Too many users" in await resp.text()
 
 
 async def test_stop_cuts_open_streams_and_pending_requests(http) -> None:

@@ -222,3 +222,21 @@ async def full_page_screenshot(browser, width: int, path, mobile: bool = False) 
     await browser.emulate(width, int(height), mobile=mobile)
     shot = await browser.screenshot(path)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_member_names_link_only_to_http_urls_and_text_is_escaped():
+    import aiohttp_jinja2
+
+    from router.app import create_app
+
+    evil = Member(name="evil", url="javascript:alert(1)")
+    view = view_of(
+        MemberView(member=evil, status=MemberStatus(name="evil", reason="<script>alert(1)</script>")),
+        member_view("good"),
+    )
+    page = build_status_page(view, [], NOW)
+    assert page.members[0].link is None and page.members[1].link == "https://good.example.org"
+    env = aiohttp_jinja2.get_env(create_app(fast_config([]), MemoryStore(), probe=False))  # the app's own settings
+    text = env.get_template("status.html").render(page=page)
+    assert "javascript:" not in text
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text

@@ -1,0 +1,121 @@
+"""The router's own launch page in stream mode: served safely, and driven in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from yarl import URL
+
+from tests.conftest import member_of
+from tests.support.browser import browser  # noqa: F401  (fixture)
+from tests.support.streams import mark_healthy, stream_config
+from tests.support.tcp_proxy import TcpProxy
+
+SPEC = "gh/binder-examples/requirements/HEAD"
+
+
+def embedded_config(page: str) -> dict:
+    match = re.search(r'<script id="launch-config" type="application/json">(.*?)</script>', page, re.S)
+    assert match, page
+    return json.loads(match.group(1))
+
+
+@pytest.fixture
+async def stream_router(start_devhub, start_router, make_store):
+    """Two dev members behind a router in stream mode, without probes (statuses written as healthy)."""
+    async def make(**devhub_settings):
+        hubs = [await start_devhub(name, **devhub_settings) for name in ("alpha", "beta")]
+        store = make_store()
+        router = await start_router(stream_config([member_of(h) for h in hubs]), store, probe=False)
+        await mark_healthy(store, "alpha", "beta")
+        return router, hubs
+    return make
+
+
+async def first_choice(http, router, hubs):
+    """The member placement ranks first for SPEC, and the other one."""
+    async with http.get(router.url + "/api/v1/place", params={"path": "/build/" + SPEC}) as response:
+        name = (await response.json())["member"]
+    first = next(h for h in hubs if h.settings.name == name)
+    return first, next(h for h in hubs if h is not first)
+
+
+async def test_v2_serves_the_launch_page_with_the_launch_embedded(stream_router, http):
+    router, hubs = await stream_router()
+    async with http.get(URL(router.url + f"/v2/{SPEC}?labpath=index.ipynb", encoded=True)) as response:
+        assert response.status == 200 and response.content_type == "text/html"
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        page = await response.text()
+    assert embedded_config(page) == {"provider_spec": SPEC, "build_url": f"/build/{SPEC}?labpath=index.ipynb"}
+    assert '<script src="/static/launch.js" defer></script>' in page
+    assert all(not h.build_requests for h in hubs)  # the page itself launches nothing
+
+
+async def test_hostile_query_cannot_break_out_of_the_page(stream_router, http):
+    router, _ = await stream_router()
+    query = "urlpath=</script><script>alert(1)</script>&x=\"'&y=<!--"
+    async with http.get(URL(router.url + f"/v2/{SPEC}?{query}", encoded=True)) as response:
+        assert response.status == 200
+        page = await response.text()
+    assert "<script>alert" not in page and "<!--" not in page
+    assert embedded_config(page)["build_url"] == f"/build/{SPEC}?{query}"
+
+
+async def test_legacy_repo_link_goes_to_the_launch_page(stream_router, http):
+    router, _ = await stream_router()
+    async with http.get(router.url + "/repo/binder-examples/requirements?urlpath=lab", allow_redirects=False) as r:
+        assert r.status == 307
+        assert r.headers["Location"] == "/v2/gh/binder-examples/requirements/HEAD?urlpath=lab"
+
+
+async def test_launch_script_is_served_with_a_validator(stream_router, http):
+    router, _ = await stream_router()
+    async with http.get(router.url + "/static/launch.js") as response:
+        assert response.status == 200 and response.content_type == "text/javascript"
+        assert "new EventSource(config.build_url)" in await response.text()
+        etag = response.headers["ETag"]
+    async with http.get(router.url + "/static/launch.js", headers={"If-None-Match": etag}) as response:
+        assert response.status == 304
+
+
+async def test_launch_page_fails_over_and_opens_the_server(stream_router, browser, http):  # noqa: F811
+    router, hubs = await stream_router(build_seconds=1.5)
+    first, second = await first_choice(http, router, hubs)
+    first.set_faults(build_full=True)
+
+    await browser.get(router.url + f"/v2/{SPEC}?labpath=index.ipynb")
+    notice = await browser.wait_for_text("#notices", "trying member", timeout=15)
+    assert notice == f"Member {first.settings.name} failed (member full); trying member {second.settings.name}"
+    await browser.wait_for_text("#log", "Step 1/", timeout=15)  # the build log of the second member
+    await browser.screenshot("launch-page-failover")
+
+    await browser.wait_until(lambda d: "/user/" in d.current_url, timeout=20, what="the redirect to the server")
+    assert "Jupyter server" in await browser.text("h1")
+    url = URL(await browser.current_url())
+    assert str(url.origin()) == second.url
+    # As BinderHub's page does: labpath -> doc/tree/<path>, and the token as a query parameter.
+    assert url.path.endswith("/doc/tree/index.ipynb") and url.query["token"]
+    await browser.screenshot("launch-page-server")
+    assert len(first.build_requests) == 1 and len(second.build_requests) == 1
+
+
+async def test_reconnecting_event_source_stays_on_the_member_it_failed_over_to(stream_router, browser, http):  # noqa: F811
+    router, hubs = await stream_router(build_seconds=3)
+    first, second = await first_choice(http, router, hubs)
+    first.set_faults(build_full=True)
+    proxy = TcpProxy("127.0.0.1", URL(router.url).port)  # a network between the browser and the router
+    await proxy.start()
+    try:
+        await browser.get(proxy.url + f"/v2/{SPEC}?urlpath=lab")
+        await browser.wait_for_text("#notices", "trying member", timeout=15)
+        await browser.wait_for_text("#log", "Step 1/", timeout=15)
+        assert proxy.cut() >= 1  # the connection drops mid-build; the browser reconnects by itself
+        await browser.wait_until(lambda d: "/user/" in d.current_url, timeout=30, what="the redirect to the server")
+    finally:
+        await proxy.stop()
+    assert str(URL(await browser.current_url()).origin()) == second.url
+    assert "Jupyter server" in await browser.text("h1")
+    # The reconnect (Last-Event-ID naming the second member) went back there, not to the first choice.
+    assert len(first.build_requests) == 1 and len(second.build_requests) == 2
