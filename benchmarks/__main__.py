@@ -9,9 +9,9 @@ import sys
 
 from tests.support.redis_proc import RedisProcess
 
-from . import membership, placement, redirect
+from . import membership, placement, redirect, relay
 
-SECTIONS = ("placement", "redirect", "membership")
+SECTIONS = ("placement", "redirect", "membership", "relay")
 
 
 def main() -> int:
@@ -29,6 +29,8 @@ def main() -> int:
                 print(redirect.run(redis_proc.url), flush=True)
             elif section == "membership":
                 print(membership.run(redis_proc.url), flush=True)
+            elif section == "relay":
+                print(relay.run(), flush=True)
             else:
                 print(f"unknown section {section!r}", file=sys.stderr)
                 return 2

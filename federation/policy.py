@@ -464,10 +464,10 @@ class _RendezvousMemo:
 
     Bounded: a few member sets (the set changes when members join, leave or change
     weight) and, per set, the most recent repositories up to about `budget`
-    member entries in all (so 1000 members keep ~2000 repositories, 5 keep 65536).
+    member entries in all (1000 members keep 1000 repositories, 5 keep 16384).
     """
 
-    def __init__(self, sets: int = 4, budget: int = 2_000_000):
+    def __init__(self, sets: int = 4, budget: int = 1_000_000):
         self._sets: OrderedDict[tuple[tuple[str, ...], tuple[float, ...]], _MemberSet] = OrderedDict()
         self._max_sets = sets
         self._budget = budget
@@ -482,7 +482,7 @@ class _RendezvousMemo:
         key = (tuple(names), tuple(weights))
         member_set = self._sets.get(key)
         if member_set is None:
-            capacity = max(64, min(65536, self._budget // max(1, len(names))))
+            capacity = max(64, min(16384, self._budget // max(1, len(names))))
             member_set = self._sets[key] = _MemberSet(key[0], key[1], capacity)
             if len(self._sets) > self._max_sets:
                 self._sets.popitem(last=False)

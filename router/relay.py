@@ -65,6 +65,7 @@ log = logging.getLogger("binderfed.relay")
 FAILOVER_REASON = "failover"
 KEEPALIVE = encode_comment("keepalive")
 SWEEP_SECONDS = 0.2  # how often client connections are checked and keepalives are due
+COALESCE_BYTES = 64 * 1024  # relayed events queued at most before they are written
 
 
 # -- the visitor's address -----------------------------------------------------------------
@@ -211,6 +212,10 @@ class _Relay:
         self.task = asyncio.current_task()
         self.started = time.monotonic()
         self.last_write = self.started
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._flush_scheduled = False
+        self._flushing: asyncio.Task[None] | None = None
         self.member: Member = decision.member  # type: ignore[assignment]
         self.last_phase = ""
         self.outcome: str | None = None
@@ -241,11 +246,50 @@ class _Relay:
 
     # -- the stream to the client -----------------------------------------------------
 
-    async def _write(self, data: bytes) -> None:
+    # Events are written in batches: a relayed event is queued, and the queue is written
+    # when the relay next waits for the member (a call_soon callback runs only then), when
+    # it holds COALESCE_BYTES, or at once for what the client must see now (the final
+    # event, a failover notice, a keepalive). A member sending a burst (a log tail, or a
+    # fast replay) costs one write to the client instead of one per event; a member
+    # sending one event at a time still gets each written as soon as it arrives.
+
+    async def _send(self, data: bytes, *, now: bool = False) -> None:
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if now or self._pending_size >= COALESCE_BYTES:
+            await self._write()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_scheduled = False
+        if self._pending and (self._flushing is None or self._flushing.done()):
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                await self._write()
+        except _ClientGone:
+            self.stop("client left")
+
+    async def _write(self, data: bytes = b"") -> None:
+        """Write everything queued, then `data`, in order; raise _ClientGone if the client left."""
         assert self.response is not None
+        flushing = self._flushing
+        if flushing is not None and not flushing.done() and flushing is not asyncio.current_task():
+            await flushing  # the queue goes first; this also waits for a slow client (backpressure)
+        if data:
+            self._pending.append(data)
+        if not self._pending:
+            return
+        chunk = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
         self.last_write = time.monotonic()
         try:
-            await self.response.write(data)
+            await self.response.write(chunk)
         except (ConnectionError, RuntimeError) as exc:
             raise _ClientGone() from exc
 
@@ -294,6 +338,8 @@ class _Relay:
             return response
         finally:
             self.streams.discard(self)
+            if self._flushing is not None and not self._flushing.done():
+                self._flushing.cancel()
         with contextlib.suppress(ConnectionError, RuntimeError):
             await response.write_eof()
         return response
@@ -379,7 +425,7 @@ class _Relay:
                     if not learned and phase in ("built", "ready"):
                         learned = True
                         await ctx.store.learn_image(launch.repo_key, member.name, self.config.policy.cache_ttl)
-                    await self._write(encode_event(event.raw))
+                    await self._send(encode_event(event.raw), now=phase in ("ready", "failed"))
                     if phase == "ready":
                         self._ready(member)
                         return None

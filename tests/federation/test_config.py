@@ -37,6 +37,14 @@ def test_defaults_fill_missing_sections():
     assert cfg.store_url == "memory://"
 
 
+def test_prober_lease_defaults_to_twice_the_period_but_at_least_5_s():
+    assert config.parse({}).health.prober_lease_ttl == 20           # period 10
+    assert config.parse({"health": {"period": 1}}).health.prober_lease_ttl == 5
+    assert config.parse({"health": {"period": 1, "lease_ttl": 2.5}}).health.prober_lease_ttl == 2.5
+    with pytest.raises(config.ConfigError, match=r"health\.lease_ttl"):
+        config.parse({"health": {"lease_ttl": 0}}, "x.yaml")
+
+
 @pytest.mark.parametrize("data, key, words", [
     ({"members": [{"name": "a", "url": "ftp://a"}]}, "members[0].url", "ftp://a"),
     ({"members": [{"name": "a"}]}, "members[0]", "url"),
