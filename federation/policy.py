@@ -536,27 +536,23 @@ def place(
     # every member's name and weight (the rendezvous memo's key), the load of the
     # admissible members with a quota, and who declares data sites or cached images.
     count = len(members)
-    names: list[str] = []
-    weights: list[float] = []
+    names: list[str] = [""] * count
+    weights: list[float] = [0.0] * count
     flags = bytearray(count)
     ratios: dict[int, float] = {}
     sited: list[int] = []
     declared: list[int] = []
-    add_name = names.append
-    add_weight = weights.append
     load = quota_sum = 0
     index = -1
     for mv in members:
         index += 1
         member = mv.member
-        add_name(member.name)
+        names[index] = member.name
         override = mv.override
         if override is None:
-            weight = member.weight
-            add_weight(weight)
+            weight = weights[index] = member.weight
         else:
-            weight = member.weight if override.weight is None else float(override.weight)
-            add_weight(weight)
+            weight = weights[index] = member.weight if override.weight is None else float(override.weight)
             if override.draining:
                 continue
         if weight <= 0 or mv.ejected_until > now:

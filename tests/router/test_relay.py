@@ -11,7 +11,7 @@ from yarl import URL
 from federation.config import ForwardModes
 from federation.members import Member
 from hub.events import Comment, Event, SSEDecoder
-from router.relay import forwarded_headers
+from router.relay import STREAMS, forwarded_headers
 from tests.conftest import member_of
 from tests.support.replay_member import FIXTURE, ReplayMember
 from tests.support.streams import COOKIE, LAUNCH, mark_healthy, phases, read_events, stream_config
@@ -287,3 +287,21 @@ async def test_no_member_in_stream_mode_is_an_in_band_503(start_router, make_sto
     async with http.get(router.url + "/build/nope/x/y") as response:
         event = json.loads((await response.text()).removeprefix("data: "))
     assert event["phase"] == "failed" and event["status_code"] == 400
+
+
+async def test_stream_lingers_after_ready_until_the_client_closes_it(start_devhub, start_router, make_store, http):
+    hub = await start_devhub("alpha")
+    store = make_store()
+    router = await start_router(stream_config([member_of(hub)], linger=30), store, probe=False)
+    await mark_healthy(store, "alpha")
+    streams = router.app[STREAMS]
+    response = await http.get(router.url + LAUNCH)
+    assert phases(await read_events(response))[-1] == "ready"
+    # As BinderHub does, the stream stays open after ready so an EventSource that does not
+    # close itself does not reconnect (and launch again); it no longer counts as relayed.
+    assert not response.content.at_eof() and len(streams) == 1
+    text = await metrics_text(http, router)
+    assert "federation_relayed_streams 0.0" in text and 'outcome="ready"} 1.0' in text
+    response.close()
+    await eventually(lambda: len(streams) == 0, timeout=2, what="the lingering stream to end")
+    assert 'outcome="client_gone"' not in await metrics_text(http, router)
