@@ -50,6 +50,9 @@ STALL_TIMEOUT = 120.0
 DEFAULT_TIMEOUT = 1800.0
 USER_AGENT = "binderfed-launch/0.1"
 REDIRECTS = (301, 302, 303, 307, 308)
+# Set by the router on its 307 (router.launch): which member, and why.
+MEMBER_HEADER = "X-Binder-Federation-Member"
+REASON_HEADER = "X-Binder-Federation-Reason"
 
 
 class LaunchError(Exception):
@@ -139,6 +142,7 @@ def server_url(event: Mapping[str, Any], urlpath: str = "") -> str:
 
 class Display(Protocol):
     def start(self, target: LaunchTarget) -> None: ...
+    def redirected(self, url: str, member: str | None, reason: str | None) -> None: ...
     def event(self, phase: str, message: str) -> None: ...
     def stop(self) -> None: ...
     def ready(self, url: str) -> None: ...
@@ -165,6 +169,9 @@ class PlainDisplay:
     def start(self, target: LaunchTarget) -> None:
         self.started = time.monotonic()
         self._line(f"launching {target.provider_spec} on {target.federation}")
+
+    def redirected(self, url: str, member: str | None, reason: str | None) -> None:
+        self._line(_placement(url, member, reason))
 
     def event(self, phase: str, message: str) -> None:
         if message:
@@ -212,6 +219,9 @@ class RichDisplay:
         self.console.print(f"Launching [bold]{target.provider_spec}[/] on {target.federation}", highlight=False)
         self.live.start()
 
+    def redirected(self, url: str, member: str | None, reason: str | None) -> None:
+        self.live.console.print(_placement(url, member, reason), highlight=False, markup=False)
+
     def event(self, phase: str, message: str) -> None:
         if phase and phase != self.phase:
             if self.phase != "connecting":
@@ -235,6 +245,12 @@ class RichDisplay:
         Console(stderr=True).print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
 
 
+def _placement(url: str, member: str | None, reason: str | None) -> str:
+    if member:
+        return f"placed on member {member}" + (f" ({reason})" if reason else "") + f": {_origin(url)}"
+    return f"redirected to {_origin(url)}"
+
+
 def make_display(out: TextIO = sys.stdout) -> Display:
     from rich.console import Console
 
@@ -247,7 +263,7 @@ def make_display(out: TextIO = sys.stdout) -> Display:
 # -- the stream -----------------------------------------------------------------------------
 
 
-async def _open(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientResponse:
+async def _open(session: aiohttp.ClientSession, url: str, display: Display) -> aiohttp.ClientResponse:
     """GET the build stream, following redirects ourselves: only to http(s), Accept kept."""
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "User-Agent": USER_AGENT}
     for _ in range(MAX_REDIRECTS + 1):
@@ -263,6 +279,7 @@ async def _open(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientRespo
             target = urljoin(url, location)
             if not location or urlsplit(target).scheme not in ("http", "https"):
                 raise LaunchError(UNAVAILABLE, f"{_origin(url)} redirected to {location!r}, which is not an http(s) URL")
+            display.redirected(target, response.headers.get(MEMBER_HEADER), response.headers.get(REASON_HEADER))
             url = target
             continue
         if response.status != 200:
@@ -300,7 +317,7 @@ def _failure(event: Mapping[str, Any]) -> LaunchError:
 async def follow(session: aiohttp.ClientSession, target: LaunchTarget, display: Display,
                  stall_timeout: float = STALL_TIMEOUT) -> str:
     """Follow the build stream to `ready`: return the server URL, or raise LaunchError."""
-    response = await _open(session, target.build_url)
+    response = await _open(session, target.build_url, display)
     decoder = SSEDecoder()
     try:
         while True:

@@ -418,11 +418,14 @@ def rendezvous_score(name: str, repo_key: str, weight: float) -> float:
     return _score(int.from_bytes(digest, "big"), weight)
 
 
+_UNIT = 2.0**-53
+
+
 def _score(h: int, weight: float) -> float:
     if weight <= 0:
         return -math.inf
-    u = ((h >> 11) + 0.5) * 2.0**-53  # uniform in (0, 1), never 0 or 1
-    return -weight / math.log(u)
+    u = ((h >> 11) + 0.5) * _UNIT  # uniform in (0, 1), never 0 or 1
+    return weight / -math.log(u)
 
 
 class _MemberSet:
@@ -441,13 +444,20 @@ class _MemberSet:
         if hit is not None:
             self.orders.move_to_end(repo_key)
             return hit
+        # rendezvous_score() for every member, unrolled: this is the cost of a repository
+        # the memo has not seen, one BLAKE2b per member.
         data = repo_key.encode()
-        from_bytes = int.from_bytes
-        scores = []
-        for prefix, weight in zip(self.prefixes, self.weights):
+        digests = []
+        add = digests.append
+        for prefix in self.prefixes:
             h = prefix.copy()
             h.update(data)
-            scores.append(_score(from_bytes(h.digest(), "big"), weight))
+            add(h.digest())
+        from_bytes, log, unit = int.from_bytes, math.log, _UNIT
+        scores = [
+            weight / -log(((from_bytes(digest, "big") >> 11) + 0.5) * unit) if weight > 0 else -math.inf
+            for digest, weight in zip(digests, self.weights)
+        ]
         order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
         rank = [0] * len(order)
         for position, index in enumerate(order):

@@ -95,7 +95,7 @@ from typing import Any, Iterable, Sequence
 
 from .config import PolicySettings
 from .members import Member, MemberState, MemberStatus
-from .policy import STRATEGIES, data_site, place
+from .policy import STRATEGIES, place
 from .store import MemoryStore
 from .view import build_view
 
@@ -521,7 +521,6 @@ class _Simulation:
         events = self.events
         pop = heapq.heappop
         ttl = settings.in_flight_ttl
-        rules = settings.data_rules
         for launch in launches:
             arrival = launch.time
             while events and events[0][0] <= arrival:
@@ -539,7 +538,7 @@ class _Simulation:
             decision = place(view, launch, settings, rng)
             result.launches += 1
             result.reasons[decision.reason] += 1
-            site = data_site(launch, rules)
+            site = decision.data_site
             if decision.member is None:
                 result.unplaced += 1
                 if site is not None:

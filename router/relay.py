@@ -14,7 +14,8 @@ decision's ranking, and the client is told in a `message` event:
 
 The event's `id` is the new member: a browser's EventSource sends it back as
 `Last-Event-ID` when it reconnects, and the router then places the reconnected
-stream on that member again (like the sticky cookie, which names the first choice).
+stream on that member again (like the sticky cookie, which names the member relayed
+when the response headers went out, with the first event).
 After `router.stream.max_attempts` members the client gets a final `failed` event
 with `status_code` 503. A `failed` event that is not the member's fault (a build
 error in the repository) is relayed once and not retried.
@@ -50,7 +51,7 @@ from typing import Any
 from aiohttp import web
 
 from federation.members import Member
-from federation.policy import Decision
+from federation.policy import Decision, why_not
 from federation.spec import LaunchRequest
 from hub.events import encode_comment, encode_event
 from hub.failures import InfraFailure, classify_failure
@@ -192,7 +193,8 @@ def _sticky(ctx: RouterContext, request: web.Request) -> str | None:
 
 async def relay_build(request: web.Request, ctx: RouterContext, launch: LaunchRequest) -> web.StreamResponse:
     """Answer `/build/<provider>/<spec>` in stream mode."""
-    decision = await launching.decide(ctx, launch, _sticky(ctx, request))
+    # Placed and counted in flight on its member as a redirected launch is.
+    decision = await launching.admit(ctx, launch, _sticky(ctx, request))
     if decision.member is None:
         return launching.no_member(ctx, launch, decision)
     relay = _Relay(request, ctx, launch, decision)
@@ -217,9 +219,11 @@ class _Relay:
         self._flush_scheduled = False
         self._flushing: asyncio.Task[None] | None = None
         self.member: Member = decision.member  # type: ignore[assignment]
+        self.reason = decision.reason  # why self.member has the launch ("failover" after the first)
         self.last_phase = ""
         self.outcome: str | None = None
         self.stop_reason: str | None = None
+        self.closed = False  # the handler is done with the stream: no more writes, no stop()
         self.headers = forwarded_headers(
             request.remote, request.headers.get("X-Forwarded-For"), self.config.router.trusted_proxies
         )
@@ -231,15 +235,19 @@ class _Relay:
         return transport is None or transport.is_closing()
 
     def keepalive_due(self, now: float) -> bool:
-        return self.response is not None and now - self.last_write >= self.settings.keepalive
+        return not self.closed and now - self.last_write >= self.settings.keepalive
 
     async def write_keepalive(self) -> None:
+        self.last_write = time.monotonic()  # due again only a period later, even if the client is slow
         try:
-            await self._write(KEEPALIVE)
+            if not self.closed:
+                await self._write(KEEPALIVE)
         except _ClientGone:
             self.stop("client left")
 
     def stop(self, why: str) -> None:
+        if self.closed:
+            return
         if self.stop_reason is None and self.task is not None and not self.task.done():
             self.stop_reason = why
             self.task.cancel()
@@ -276,7 +284,6 @@ class _Relay:
 
     async def _write(self, data: bytes = b"") -> None:
         """Write everything queued, then `data`, in order; raise _ClientGone if the client left."""
-        assert self.response is not None
         flushing = self._flushing
         if flushing is not None and not flushing.done() and flushing is not asyncio.current_task():
             await flushing  # the queue goes first; this also waits for a slow client (backpressure)
@@ -289,11 +296,16 @@ class _Relay:
         self._pending_size = 0
         self.last_write = time.monotonic()
         try:
+            if self.response is None:
+                await self._prepare()
+            assert self.response is not None
             await self.response.write(chunk)
         except (ConnectionError, RuntimeError) as exc:
             raise _ClientGone() from exc
 
-    async def _prepare(self) -> web.StreamResponse:
+    async def _prepare(self) -> None:
+        """Send the response headers, at the first write: a member that fails before its
+        first event (refused, 5xx, full) is then not the one they and the cookie name."""
         member = self.member
         response = web.StreamResponse(headers={
             **CORS_HEADERS,
@@ -301,19 +313,17 @@ class _Relay:
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # nginx in front of the router must not buffer the stream
             launching.MEMBER_HEADER: member.name,
-            launching.REASON_HEADER: self.decision.reason,
+            launching.REASON_HEADER: self.reason,
         })
         max_age = int(self.config.router.cookie_max_age_hours * 3600)
         if max_age > 0:
             response.set_cookie(self.config.router.sticky_cookie, member.name, max_age=max_age,
                                 path=self.launch.path, httponly=True, samesite="Lax")
-        await response.prepare(self.request)
         self.response = response
-        return response
+        await response.prepare(self.request)
 
     async def run(self) -> web.StreamResponse:
         metrics = self.ctx.metrics
-        response = await self._prepare()
         self.streams.add(self)
         try:
             metrics.relayed_streams.inc()
@@ -335,11 +345,15 @@ class _Relay:
                 self.stop_reason is not None and self.task is not None and self.task.uncancel() == 0
             ):
                 raise
-            return response
+            # Nobody reads this answer any more (or the router is stopping).
+            return self.response or web.Response(status=503, text="stream ended\n")
         finally:
+            self.closed = True
             self.streams.discard(self)
             if self._flushing is not None and not self._flushing.done():
                 self._flushing.cancel()
+        response = self.response
+        assert response is not None  # every way through _attempts ends with a write
         with contextlib.suppress(ConnectionError, RuntimeError):
             await response.write_eof()
         return response
@@ -352,16 +366,16 @@ class _Relay:
     async def _attempts(self) -> None:
         ctx, launch, decision = self.ctx, self.launch, self.decision
         tried: list[tuple[Member, InfraFailure]] = []
-        reason = decision.reason
-        while True:
+        while True:  # self.member's launch is recorded: by admit(), then by _admit_next()
             member = self.member
-            await launching.record(ctx, launch, replace(decision, member=member, reason=reason))
             failure = await self._relay_from(member)
             if failure is None:
                 return
             tried.append((member, failure))
             await self._member_failed(member, failure)
-            following = self._next_member({m.name for m, _ in tried}) if len(tried) < self.settings.max_attempts else None
+            following = None
+            if len(tried) < self.settings.max_attempts:
+                following = await self._admit_next({m.name for m, _ in tried})
             if following is None:
                 await self._give_up(tried)
                 return
@@ -371,16 +385,27 @@ class _Relay:
                         failure.cause.value, failure.detail, following.name,
                         extra={"member": member.name, "cause": failure.cause.value, "next": following.name,
                                "repo_key": launch.repo_key})
+            self.member, self.reason = following, FAILOVER_REASON
             event = encode_event(json.dumps({"phase": self.last_phase or "waiting", "message": message}))
             await self._write(f"id: {following.name}\n".encode() + event)
-            self.member, reason = following, FAILOVER_REASON
 
-    def _next_member(self, tried: set[str]) -> Member | None:
+    async def _admit_next(self, tried: set[str]) -> Member | None:
+        """The next member of the decision's ranking that can still take the launch, with
+        the launch counted in flight there (as `launch.admit` does for the first)."""
+        ctx = self.ctx
+        view = await ctx.view_for(self.launch)  # what changed since the decision: drains, ejections, room
+        headroom = self.config.policy.pod_headroom
+        panic = self.decision.reason in ("panic", "prime")  # the ranking ignores capacity or health already
         for name in self.decision.ranking:
-            if name in tried:
+            member = ctx.membership.get(name)
+            if name in tried or member is None or "\n" in name or "\r" in name:  # the name goes in an `id:` line
                 continue
-            member = self.ctx.membership.get(name)
-            if member is not None and "\n" not in name and "\r" not in name:  # it goes in an `id:` line
+            current = view.by_name(name)
+            if current is None or (not panic and why_not(current, view.now, headroom) is not None):
+                continue
+            attempt = replace(self.decision, member=member, reason=FAILOVER_REASON)
+            if await launching.record(ctx, self.launch, attempt,
+                                      limit=launching.in_flight_limit(view, name, headroom)):
                 return member
         return None
 

@@ -92,6 +92,7 @@ async def test_success_prints_the_server_url_and_exits_0(federation, http):
     assert not ANSI.search(done.stdout)
     assert re.search(r"^\[0:\d\d\] building: Step 1/", done.stdout, re.M), done.stdout
     assert re.search(r"^\[0:\d\d\] launching: ", done.stdout, re.M)
+    assert f"placed on member alpha (affinity): {hub.url}" in done.stdout
     # the router's 307 was followed to the member with the event-stream Accept header kept
     assert hub.build_requests[-1]["accept"] == "text/event-stream"
     async with http.get(url) as response:  # the printed URL opens the server

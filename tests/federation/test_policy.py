@@ -389,6 +389,20 @@ def test_rendezvous_follows_weights():
         assert counts[name] / len(keys) == pytest.approx(weight / 8, abs=0.03)
 
 
+def test_rendezvous_ranking_is_the_order_of_the_scores():
+    weights = {"a": 1.0, "b": 2.5, "c": 1.0, "d": 4.0, "e": 0.5, "f": 1.0, "g": 3.0}
+    view = fed(*(mv(name, weight=w) for name, w in weights.items()))
+    for repo in REPOS[:80]:
+        expected = sorted(weights, key=lambda n: rendezvous_score(n, repo, weights[n]), reverse=True)
+        assert list(decide(view, repo, "rendezvous").ranking) == expected
+    # An operator's weight override counts like a declared weight.
+    overridden = fed(*(mv(n, weight=w, override=Override(weight=1.0) if n == "d" else None) for n, w in weights.items()))
+    weights["d"] = 1.0
+    for repo in REPOS[:40]:
+        expected = sorted(weights, key=lambda n: rendezvous_score(n, repo, weights[n]), reverse=True)
+        assert list(decide(overridden, repo, "rendezvous").ranking) == expected
+
+
 def test_rendezvous_score_is_the_documented_hash():
     import hashlib
     import math

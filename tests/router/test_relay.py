@@ -9,7 +9,7 @@ import pytest
 from yarl import URL
 
 from federation.config import ForwardModes
-from federation.members import Member
+from federation.members import Member, Override
 from hub.events import Comment, Event, SSEDecoder
 from router.relay import STREAMS, forwarded_headers
 from tests.conftest import member_of
@@ -60,8 +60,13 @@ async def test_failover_reaches_ready_on_the_next_member(fault, start_devhub, st
     async with http.get(router.url + LAUNCH + "?urlpath=lab", cookies={COOKIE: bad_member.name}) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
-        assert response.headers["X-Binder-Federation-Member"] == bad_member.name
         events = await read_events(response)
+    # The headers (and the sticky cookie) name the member that sent the first event: the
+    # good one when the bad one failed before any event, else the first choice.
+    named = bad_member.name if fault == "stalled" else "good"
+    assert response.headers["X-Binder-Federation-Member"] == named
+    assert response.cookies[COOKIE].value == named
+    assert response.headers["X-Binder-Federation-Reason"] == ("cookie" if fault == "stalled" else "failover")
 
     failover = [e for e in events if "trying member" in e.data]
     assert len(failover) == 1, events
@@ -305,3 +310,30 @@ async def test_stream_lingers_after_ready_until_the_client_closes_it(start_devhu
     response.close()
     await eventually(lambda: len(streams) == 0, timeout=2, what="the lingering stream to end")
     assert 'outcome="client_gone"' not in await metrics_text(http, router)
+
+
+async def test_failover_skips_members_drained_since_the_decision(start_devhub, start_router, make_store, http):
+    hubs = {name: await start_devhub(name) for name in ("bad", "b", "c")}
+    hubs["bad"].set_faults(stall_after="building")
+    store = make_store()
+    router = await start_router(stream_config([member_of(h) for h in hubs.values()], stall_timeout=0.5), store,
+                                probe=False)
+    await mark_healthy(store, "bad", "b", "c")
+    async with http.get(router.url + "/api/v1/place", params={"path": LAUNCH, "cookie": "bad"}) as response:
+        ranking = (await response.json())["ranking"]
+    assert ranking[0] == "bad"
+    drained, next_up = ranking[1], ranking[2]
+
+    async with http.get(router.url + LAUNCH, cookies={COOKIE: "bad"}) as response:
+        decoder, events = SSEDecoder(), []
+        async for chunk in response.content.iter_any():
+            new = [i for i in decoder.feed(chunk) if isinstance(i, Event)]
+            if not events and new:  # the launch is placed and running on "bad": drain the next in line
+                await store.set_override(drained, Override(draining=True, by="test"))
+            events += new
+            if phases(events)[-1:] in (["ready"], ["failed"]):
+                break
+    notice = next(json.loads(e.data) for e in events if "trying member" in e.data)
+    assert notice["message"].endswith(f"trying member {next_up}\n")
+    assert phases(events)[-1] == "ready"
+    assert not hubs[drained].build_requests and len(hubs[next_up].build_requests) == 1
