@@ -42,7 +42,7 @@ from .spec import FAMILIES, SpecError, parse_launch
 
 READY, BUILD_FAILED, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
 
-FEDERATION_ENV = "BINDERFED_FEDERATION"
+FEDERATION_ENV = "BINDERFED_URL"  # the same variable as `binderfed admin` reads
 MAX_REDIRECTS = 5
 CONNECT_TIMEOUT = 30.0
 # A member sends a keepalive every 25 s; this much silence means the stream is dead.

@@ -36,7 +36,7 @@ def test_a_full_launch_url_names_the_federation_and_what_to_open():
 
 
 def test_provider_spec_needs_a_federation(monkeypatch):
-    monkeypatch.delenv("BINDERFED_FEDERATION", raising=False)
+    monkeypatch.delenv("BINDERFED_URL", raising=False)
     target = parse_target("gh/org/repo/HEAD?labpath=my%20notebook.ipynb", "http://127.0.0.1:8080")
     assert target.provider_spec == "gh/org/repo/HEAD"
     assert target.urlpath == "lab/tree/my%20notebook.ipynb"
@@ -44,7 +44,7 @@ def test_provider_spec_needs_a_federation(monkeypatch):
     with pytest.raises(LaunchError) as info:
         parse_target("gh/org/repo/HEAD")
     assert info.value.code == BAD_INPUT and "--federation" in info.value.message
-    monkeypatch.setenv("BINDERFED_FEDERATION", "http://env.example")
+    monkeypatch.setenv("BINDERFED_URL", "http://env.example")
     assert parse_target("gh/org/repo/HEAD").federation == "http://env.example"
 
 
