@@ -17,7 +17,8 @@ test's own event loop, so every call goes through `asyncio.to_thread`: use the
         await browser.screenshot("my-page")          # -> test-artifacts/my-page.png
         title = await browser.script("return document.title")
 
-Tests using the fixture are skipped, with the reason, where Chromium is missing.
+Tests using the fixture fail, saying what to install, where Chromium is missing:
+`make test` installs it (scripts/ensure-tools), so a missing browser is never hidden as a skip.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class AsyncBrowser:
 async def browser():
     paths = chromium_paths()
     if paths is None:
-        pytest.skip("Chromium and chromedriver are not installed (run scripts/ensure-tools)")
+        pytest.fail("Chromium and chromedriver are not installed: run scripts/ensure-tools (make test does)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
