@@ -216,7 +216,7 @@ async def _member_response(ctx: RouterContext, name: str, override: Override | N
     return web.json_response(body)
 
 
-async def drain(request: web.Request) -> web.Response:
+async def _set_draining(request: web.Request, draining: bool) -> web.Response:
     actor = authorize(request)
     ctx = request.app[CONTEXT]
     name = request.match_info["name"]
@@ -224,20 +224,18 @@ async def drain(request: web.Request) -> web.Response:
     note = _note(data)
     _known(ctx, name)
     current = await _current(ctx, name)
-    override = replace(current, draining=True, by=actor.who, at=time.time(), note=note)
-    return await _apply(request, name, "drain", override, actor, "draining" + (f" ({note})" if note else ""))
+    override = replace(current, draining=draining, by=actor.who, at=time.time(), note=note)
+    if draining:
+        return await _apply(request, name, "drain", override, actor, "draining" + (f" ({note})" if note else ""))
+    return await _apply(request, name, "undrain", override, actor, "back in rotation")
+
+
+async def drain(request: web.Request) -> web.Response:
+    return await _set_draining(request, True)
 
 
 async def undrain(request: web.Request) -> web.Response:
-    actor = authorize(request)
-    ctx = request.app[CONTEXT]
-    name = request.match_info["name"]
-    data = await _body(request, required=False)
-    note = _note(data)
-    _known(ctx, name)
-    current = await _current(ctx, name)
-    override = replace(current, draining=False, by=actor.who, at=time.time(), note=note)
-    return await _apply(request, name, "undrain", override, actor, "back in rotation")
+    return await _set_draining(request, False)
 
 
 async def set_weight(request: web.Request) -> web.Response:

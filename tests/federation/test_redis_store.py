@@ -24,20 +24,9 @@ from federation.members import MemberState, MemberStatus, Override
 from federation.redis_store import RedisStore, RedisTarget, parse_redis_url
 from federation.store import open_store
 from tests.support.redis_proc import RedisProcess, free_port
+from tests.support.clock import T0, FakeClock
 
-T0 = 1_700_000_000.0
 STORE_LOG = "binderfed.store"
-
-
-class FakeClock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -9,19 +9,8 @@ import pytest
 
 from federation.members import MemberState, MemberStatus, Override
 from federation.store import LaunchState, Store
+from tests.support.clock import T0, FakeClock
 
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
