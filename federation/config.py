@@ -176,6 +176,46 @@ class ReportSettings:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """At most `launches` launches per fixed window of `window` seconds; 0 launches = no limit."""
+
+    launches: int
+    window: float = 600.0
+
+    @property
+    def active(self) -> bool:
+        return self.launches > 0
+
+
+@dataclass(frozen=True)
+class BanRule:
+    """A repository refused at the federation edge: `pattern` is searched in `<provider>/<spec>`."""
+
+    pattern: re.Pattern[str]
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """`limits`: abuse limits applied before a launch is placed (router.limits).
+
+    Counting limits (`per_client`, `per_repo`, `repo_concurrency`) apply while `enabled`;
+    the ban list always applies. Counters live in the store, so replicas share them.
+    """
+
+    enabled: bool = True
+    per_client: RateLimit = field(default_factory=lambda: RateLimit(30, 600.0))
+    per_repo: RateLimit = field(default_factory=lambda: RateLimit(60, 600.0))
+    repo_concurrency: int = 100     # launches of one repository in progress at once; 0 = no cap
+    repo_launch_ttl: float = 300.0  # seconds one launch counts towards repo_concurrency
+    banned: tuple[BanRule, ...] = ()
+
+    def ban_for(self, provider_spec: str) -> BanRule | None:
+        """The first ban rule whose pattern is found in `provider_spec`, if any."""
+        return next((rule for rule in self.banned if rule.pattern.search(provider_spec)), None)
+
+
+@dataclass(frozen=True)
 class FederationConfig:
     members: tuple[Member, ...] = ()
     health: HealthSettings = field(default_factory=HealthSettings)
@@ -186,6 +226,7 @@ class FederationConfig:
     consul: ConsulSettings = field(default_factory=ConsulSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     reports: ReportSettings = field(default_factory=ReportSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     source: str = "<defaults>"
 
 
@@ -256,6 +297,7 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
         consul=ConsulSettings(**data.get("consul", {})),
         admin=AdminSettings(**data.get("admin", {})),
         reports=_reports(data.get("reports", {}), data.get("store", {}).get("url", "memory://"), source),
+        limits=_limits(data.get("limits", {})),
         source=source,
     )
 
@@ -274,6 +316,18 @@ def load(path: str | Path) -> FederationConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(str(path), where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
     return parse(data, str(path))
+
+
+def _limits(data: Mapping[str, Any]) -> LimitSettings:
+    settings = dict(data)
+    for name in ("per_client", "per_repo"):
+        if name in settings:
+            default = getattr(LimitSettings(), name)
+            settings[name] = RateLimit(**{"launches": default.launches, "window": default.window, **settings[name]})
+    # Patterns were checked by the schema's "regex" format; compile errors cannot happen here.
+    settings["banned"] = tuple(BanRule(re.compile(rule["pattern"]), rule.get("message", ""))
+                               for rule in settings.get("banned", []))
+    return LimitSettings(**settings)
 
 
 def _reports(data: Mapping[str, Any], store_url: str, source: str) -> ReportSettings:
