@@ -323,10 +323,14 @@ def _limits(data: Mapping[str, Any]) -> LimitSettings:
     for name in ("per_client", "per_repo"):
         if name in settings:
             default = getattr(LimitSettings(), name)
-            settings[name] = RateLimit(**{"launches": default.launches, "window": default.window, **settings[name]})
+            given = settings[name]
+            settings[name] = RateLimit(int(given.get("launches", default.launches)),
+                                       float(given.get("window", default.window)))
     # Patterns were checked by the schema's "regex" format; compile errors cannot happen here.
     settings["banned"] = tuple(BanRule(re.compile(rule["pattern"]), rule.get("message", ""))
                                for rule in settings.get("banned", []))
+    if "repo_launch_ttl" in settings:
+        settings["repo_launch_ttl"] = float(settings["repo_launch_ttl"])
     return LimitSettings(**settings)
 
 

@@ -27,6 +27,7 @@ Keys (all under `key_prefix`, default ``binderfed:``)
 ``images``                  zset     "<repo key>\\0<member>" -> expiry time (cache_size)
 ``launches``                stream   launch events, field ``e`` = event JSON
 ``rate:<key>``              hash     fixed rate-limit window: ``s`` start, ``c`` count
+``repo-inflight:<repo key>``  zset   launch id -> expiry time (launches of one repository)
 ``lease:<name>``            hash     ``h`` holder, ``e`` expiry time
 ==========================  =======  ==================================================
 
@@ -49,7 +50,10 @@ expired launches and empty members on the way) and the holders of one repository
 parse than nested arrays); another adds the launch to its member's sorted set and the
 event to the stream, unless `limit` live launches of that member are already there (the
 check and the count are one atomic step, so replicas that read the same counts cannot
-overfill a member together). Every other method is one round trip as well (a script or a
+overfill a member together), and to its repository's sorted set when it carries a
+``repo_key``. `limit_launch` (the abuse limits, `router.limits`) is one more: it counts
+the launch against every rate-limit window and reads its repository's in-flight count
+in one script. Every other method is one round trip as well (a script or a
 transaction pipeline), except `recent_launches`, which pages through the stream.
 Scripts use keys derived from their arguments, so they need a single Redis (or a
 Sentinel-managed master), not Redis Cluster.
@@ -93,7 +97,8 @@ turns False and ``store recovered`` is logged:
 
 Launches recorded before the outage are not pushed again: Redis may have settled some of
 them meanwhile (on another replica's probe), and re-adding those would overcount. Rate-limit
-counters and leases are not pushed back: they are short-lived by nature.
+counters, per-repository in-flight launches and leases are not pushed back: they are
+short-lived by nature, and while degraded each replica enforces the limits alone.
 """
 
 from __future__ import annotations
@@ -106,7 +111,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -117,7 +122,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .members import MemberStatus, Override
-from .store import Clock, LaunchState, MemoryStore, Store
+from .store import Clock, LaunchState, LimitState, MemoryStore, RateCheck, Store
 
 log = logging.getLogger("binderfed.store")
 
@@ -289,9 +294,9 @@ local function extend_ttl(key, ms)
 end
 """
 
-# KEYS: inflight:<member>, inflight-members, launches
+# KEYS: inflight:<member>, inflight-members, launches[, repo-inflight:<repo key>]
 # ARGV: member, launch id, expiry, gc ttl ms, event JSON ('' = none), event ms, maxlen,
-#       limit ('' = none), now
+#       limit ('' = none), now[, repo expiry, repo gc ttl ms]
 # Returns 0 (nothing recorded) when `limit` launches of the member are already in flight.
 RECORD_LAUNCH = _XADD_FUNCTION + _EXTEND_TTL_FUNCTION + """
 if ARGV[8] ~= '' then
@@ -302,6 +307,11 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
 extend_ttl(KEYS[1], ARGV[4])
 if ARGV[5] ~= '' then add_event(KEYS[3], ARGV[6], ARGV[5], ARGV[7]) end
+if KEYS[4] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[9])
+  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[2])
+  extend_ttl(KEYS[4], ARGV[11])
+end
 return 1
 """
 
@@ -329,21 +339,50 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 """
 
-# KEYS: rate:<key>   ARGV: now, window, gc ttl ms
-# Returns {count, window start} (the start as a string: Lua numbers come back truncated).
-HIT = """
-local now = tonumber(ARGV[1])
-local start = redis.call('HGET', KEYS[1], 's')
-local count
-if (not start) or now - tonumber(start) >= tonumber(ARGV[2]) then
-  start = ARGV[1]
-  count = 1
-  redis.call('HSET', KEYS[1], 's', start, 'c', 1)
-else
-  count = redis.call('HINCRBY', KEYS[1], 'c', 1)
+# One hit on a fixed window: returns count, window start (the start as a string: Lua
+# numbers come back to the client truncated to integers).
+_HIT_FUNCTION = """
+local function hit(key, now_text, window, gc_ms)
+  local start = redis.call('HGET', key, 's')
+  local count
+  if (not start) or tonumber(now_text) - tonumber(start) >= tonumber(window) then
+    start = now_text
+    count = 1
+    redis.call('HSET', key, 's', start, 'c', 1)
+  else
+    count = redis.call('HINCRBY', key, 'c', 1)
+  end
+  redis.call('PEXPIRE', key, gc_ms)
+  return count, start
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+"""
+
+# KEYS: rate:<key>   ARGV: now, window, gc ttl ms
+# Returns {count, window start}.
+HIT = _HIT_FUNCTION + """
+local count, start = hit(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return {count, start}
+"""
+
+# KEYS: rate:<key 1> .. rate:<key n>[, repo-inflight:<repo key>]
+# ARGV: now, n, then per rate: limit, window, gc ttl ms
+# Returns {index of the first rate over its limit (0-based, -1: none), its window start, repo in flight}.
+LIMIT_LAUNCH = _HIT_FUNCTION + """
+local n = tonumber(ARGV[2])
+local refused, refused_start = -1, ''
+for i = 1, n do
+  local count, start = hit(KEYS[i], ARGV[1], ARGV[3 * i + 1], ARGV[3 * i + 2])
+  if count > tonumber(ARGV[3 * i]) then
+    refused, refused_start = i - 1, start
+    break
+  end
+end
+local in_flight = 0
+if KEYS[n + 1] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', ARGV[1])
+  in_flight = redis.call('ZCARD', KEYS[n + 1])
+end
+return {refused, refused_start, in_flight}
 """
 
 # KEYS: lease:<name>   ARGV: holder, now, expiry, gc ttl ms
@@ -494,6 +533,7 @@ class RedisStore(Store):
         self._k_inflight_members, self._k_inflight = p + "inflight-members", p + "inflight:"
         self._k_image, self._k_images = p + "image:", p + "images"
         self._k_launches, self._k_rate, self._k_lease = p + "launches", p + "rate:", p + "lease:"
+        self._k_repo_inflight = p + "repo-inflight:"
         r = self._redis
         self._launch_state = r.register_script(LAUNCH_STATE)
         self._in_flight = r.register_script(IN_FLIGHT)
@@ -502,11 +542,13 @@ class RedisStore(Store):
         self._learn_image = r.register_script(LEARN_IMAGE)
         self._holders = r.register_script(HOLDERS)
         self._hit = r.register_script(HIT)
+        self._limit_launch = r.register_script(LIMIT_LAUNCH)
         self._acquire = r.register_script(ACQUIRE)
         self._release = r.register_script(RELEASE)
         self._push = r.register_script(PUSH)
         self._scripts = [self._launch_state, self._in_flight, self._record_launch, self._settle,
-                         self._learn_image, self._holders, self._hit, self._acquire, self._release, self._push]
+                         self._learn_image, self._holders, self._hit, self._limit_launch, self._acquire, self._release,
+                         self._push]
 
     def _new_journal(self) -> _Journal:
         return _Journal(events=collections.deque(maxlen=self.log_length))
@@ -734,7 +776,7 @@ class RedisStore(Store):
         return await self._call(remote, lambda: self._fallback.launch_state(repo_key))
 
     async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
-                            limit: int | None = None) -> bool:
+                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0) -> bool:
         launch_id = uuid.uuid4().hex
         now = self.clock()
         expiry = now + ttl
@@ -742,17 +784,21 @@ class RedisStore(Store):
         ms = _event_ms(event) if event is not None else 0
 
         async def remote() -> bool:
-            admitted = bool(await self._record_launch(
-                keys=[self._k_inflight + member, self._k_inflight_members, self._k_launches],
-                args=[member, launch_id, repr(expiry), self._gc_ms(ttl), payload, ms, self.log_length,
-                      "" if limit is None else int(limit), repr(now)]))
+            keys = [self._k_inflight + member, self._k_inflight_members, self._k_launches]
+            args = [member, launch_id, repr(expiry), self._gc_ms(ttl), payload, ms, self.log_length,
+                    "" if limit is None else int(limit), repr(now)]
+            if repo_key is not None:
+                keys.append(self._k_repo_inflight + repo_key)
+                args += [repr(now + repo_ttl), self._gc_ms(repo_ttl)]
+            admitted = bool(await self._record_launch(keys=keys, args=args))
             if admitted:  # mirrored, so the fallback knows this replica's launches if Redis goes away
-                await self._fallback.record_launch(member, ttl, event)
+                await self._fallback.record_launch(member, ttl, event, repo_key=repo_key, repo_ttl=repo_ttl)
             return admitted
 
         async def local() -> bool:
             # Degraded: the limit holds against this replica's own in-flight launches.
-            admitted = await self._fallback.record_launch(member, ttl, event, limit=limit)
+            admitted = await self._fallback.record_launch(member, ttl, event, limit=limit, repo_key=repo_key,
+                                                          repo_ttl=repo_ttl)
             if admitted:
                 journal()
             return admitted
@@ -910,6 +956,25 @@ class RedisStore(Store):
             return int(count) <= limit, max(0.0, float(start) + window - now)
 
         return await self._call(remote, lambda: self._fallback.hit(key, limit, window))
+
+    async def limit_launch(self, rates: Sequence[RateCheck], repo_key: str | None) -> LimitState:
+        async def remote() -> LimitState:
+            now = self.clock()
+            keys = [self._k_rate + rate.key for rate in rates]
+            args: list[Any] = [repr(now), len(rates)]
+            for rate in rates:
+                args += [int(rate.limit), repr(float(rate.window)), self._gc_ms(rate.window)]
+            if repo_key:
+                keys.append(self._k_repo_inflight + repo_key)
+            refused, start, in_flight = await self._limit_launch(keys=keys, args=args)
+            index = int(refused)
+            if index < 0:
+                return LimitState(None, 0.0, int(in_flight))
+            retry = max(0.0, float(start) + rates[index].window - now)
+            return LimitState(index, retry, int(in_flight))
+
+        # Degraded: windows are counted locally, and only this replica's launches are in flight.
+        return await self._call(remote, lambda: self._fallback.limit_launch(rates, repo_key))
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         async def remote() -> bool:

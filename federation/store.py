@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import abc
 import collections
+import heapq
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .members import MemberStatus, Override
 
@@ -28,6 +29,24 @@ class LaunchState:
     overrides: Mapping[str, Override]
     ejections: Mapping[str, float]
     holders: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class RateCheck:
+    """One fixed-window rate limit a launch is counted against (see `Store.limit_launch`)."""
+
+    key: str
+    limit: int
+    window: float
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """What `Store.limit_launch` found."""
+
+    refused: int | None     # index (in the `rates` given) of the first limit the launch went over
+    retry_after: float      # seconds until that limit's window resets; 0 when none was exceeded
+    repo_in_flight: int     # launches of the repository in flight (recorded with a repo_key, not expired)
 
 
 class Store(abc.ABC):
@@ -51,13 +70,24 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
-                            limit: int | None = None) -> bool:
+                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0) -> bool:
         """Count one launch in flight on `member` for `ttl` seconds and append `event` to the launch log.
 
         With a `limit`, only if fewer than `limit` launches of `member` are in flight, checked
         and counted in one atomic step: replicas (or concurrent requests of one replica) that
         all read the same counts before any of them recorded cannot overfill the member
         together. Returns whether the launch was counted (always True without a limit).
+        With a `repo_key`, a counted launch is also in flight for that repository for
+        `repo_ttl` seconds (`limit_launch` reads that count), in the same step.
+        """
+
+    @abc.abstractmethod
+    async def limit_launch(self, rates: Sequence[RateCheck], repo_key: str | None) -> LimitState:
+        """Count one launch against each of `rates` in order and read the in-flight launches of `repo_key`.
+
+        One atomic step. Each rate is a fixed window (as `hit`); counting stops at the first
+        rate the launch goes over (that one is counted, the later ones are not), whose index
+        and reset time come back in the answer.
         """
 
     # -- member status (written by the prober) -----------------------------------------
@@ -130,6 +160,8 @@ class MemoryStore(Store):
         self._launches: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_length)
         self._windows: dict[str, tuple[float, int, float]] = {}   # key -> (start, count, window)
         self._prune_windows_at = 10_000
+        self._repo_in_flight: dict[str, list[float]] = {}           # repo key -> heap of expiry times
+        self._prune_repos_at = 10_000
         self._leases: dict[str, tuple[str, float]] = {}
 
     async def launch_state(self, repo_key: str | None) -> LaunchState:
@@ -142,7 +174,7 @@ class MemoryStore(Store):
         )
 
     async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
-                            limit: int | None = None) -> bool:
+                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0) -> bool:
         now = self.clock()
         expiries = self._in_flight.setdefault(member, collections.deque())
         if limit is not None:
@@ -153,7 +185,36 @@ class MemoryStore(Store):
         expiries.append(now + ttl)
         if event is not None:
             self._launches.append(dict(event))
+        if repo_key is not None:
+            self._count_repo(repo_key, now)
+            # A heap, not a deque: repo_ttl can change with a config reload, so expiries
+            # are not appended in order.
+            heapq.heappush(self._repo_in_flight.setdefault(repo_key, []), now + repo_ttl)
+            if len(self._repo_in_flight) >= self._prune_repos_at:
+                for key in list(self._repo_in_flight):
+                    self._count_repo(key, now)
+                self._prune_repos_at = max(10_000, 2 * len(self._repo_in_flight))
         return True
+
+    def _count_repo(self, repo_key: str, now: float) -> int:
+        expiries = self._repo_in_flight.get(repo_key)
+        if expiries is None:
+            return 0
+        while expiries and expiries[0] <= now:
+            heapq.heappop(expiries)
+        if not expiries:
+            del self._repo_in_flight[repo_key]
+        return len(expiries)
+
+    async def limit_launch(self, rates: Sequence[RateCheck], repo_key: str | None) -> LimitState:
+        now = self.clock()
+        refused, retry = None, 0.0
+        for index, rate in enumerate(rates):
+            allowed, reset = self._hit(rate.key, rate.limit, rate.window, now)
+            if not allowed:
+                refused, retry = index, reset
+                break
+        return LimitState(refused, retry, self._count_repo(repo_key, now) if repo_key else 0)
 
     async def put_status(self, status: MemberStatus) -> None:
         self._statuses[status.name] = status
@@ -222,7 +283,9 @@ class MemoryStore(Store):
         return [e for e in self._launches if e.get("timestamp", 0) >= since]
 
     async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
-        now = self.clock()
+        return self._hit(key, limit, window, self.clock())
+
+    def _hit(self, key: str, limit: int, window: float, now: float) -> tuple[bool, float]:
         start, count, _ = self._windows.get(key, (now, 0, window))
         if now - start >= window:
             start, count = now, 0

@@ -36,7 +36,7 @@ from federation.secrets import Secret, SecretError, read_secret
 
 from .api import member_json
 from .context import CONTEXT, RouterContext
-from .relay import forwarded_headers
+from .clients import client_address
 
 log = logging.getLogger("binderfed.admin")
 
@@ -150,9 +150,7 @@ def authorize(request: web.Request) -> Actor:
 
 def _client(request: web.Request) -> str:
     """The operator's address: behind a trusted proxy (router.trusted_proxies), the one it forwarded."""
-    trusted = request.app[CONTEXT].config.router.trusted_proxies
-    headers = forwarded_headers(request.remote, request.headers.get("X-Forwarded-For"), trusted)
-    return headers.get("X-Real-Ip") or request.remote or "unknown"
+    return client_address(request, request.app[CONTEXT].config.router.trusted_proxies)
 
 
 async def _body(request: web.Request, required: bool) -> dict[str, Any]:

@@ -40,12 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import time
 from dataclasses import replace
-from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -58,6 +56,7 @@ from hub.failures import InfraFailure, classify_failure
 from hub.models import MemberError
 
 from . import launch as launching
+from .clients import forwarded_headers
 from .context import RouterContext
 from .pages import CORS_HEADERS
 
@@ -69,47 +68,8 @@ SWEEP_SECONDS = 0.2  # how often client connections are checked and keepalives a
 COALESCE_BYTES = 64 * 1024  # relayed events queued at most before they are written
 
 
-# -- the visitor's address -----------------------------------------------------------------
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@lru_cache(maxsize=16)
-def _networks(trusted: tuple[str, ...]) -> tuple[Network, ...]:
-    networks = []
-    for entry in trusted:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            log.warning("ignoring router.trusted_proxies entry %r: not an address or network", entry)
-    return tuple(networks)
-
-
-def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
-
-def forwarded_headers(peer: str | None, x_forwarded_for: str | None, trusted: tuple[str, ...]) -> dict[str, str]:
-    """`X-Forwarded-For` and `X-Real-Ip` for a request relayed on a visitor's behalf.
-
-    The chain the visitor's request arrived with is believed only when the peer (the
-    address that connected to the router) is a trusted proxy: then the peer is
-    appended to it and the visitor is the last address in it that is not a trusted
-    proxy. Otherwise whatever the request claimed is dropped and the peer is the visitor.
-    """
-    if not peer:
-        return {}
-    networks = _networks(trusted)
-    if x_forwarded_for and networks and _trusted(peer, networks):
-        chain = [hop.strip() for hop in x_forwarded_for.split(",") if hop.strip()] + [peer]
-        client = next((hop for hop in reversed(chain) if not _trusted(hop, networks)), chain[0])
-        return {"X-Forwarded-For": ", ".join(chain), "X-Real-Ip": client}
-    return {"X-Forwarded-For": peer, "X-Real-Ip": peer}
+# The visitor's address (X-Forwarded-For / X-Real-Ip for the member) is router.clients'
+# concern, shared with the abuse limits and the admin API.
 
 
 # -- every relayed stream of one app -----------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from federation.members import MemberState, MemberStatus, Override
-from federation.store import LaunchState, Store
+from federation.store import LaunchState, LimitState, RateCheck, Store
 from tests.support.clock import T0, FakeClock
 
 
@@ -246,6 +246,51 @@ async def test_hit_fixed_window(store, clock):
     assert allowed and reset == pytest.approx(7.5)
     allowed, reset = await store.hit("ip:1", 2, 10)
     assert not allowed and reset == pytest.approx(7.5)
+
+
+async def test_limit_launch_counts_every_rate_and_stops_at_the_first_refusal(store, clock):
+    client, repo = RateCheck("client:1", 2, 10), RateCheck("repo:gh/x/y", 3, 60)
+    assert await store.limit_launch([client, repo], None) == LimitState(None, 0.0, 0)
+    clock.advance(1)
+    assert await store.limit_launch([client, repo], None) == LimitState(None, 0.0, 0)
+    clock.advance(1)
+    state = await store.limit_launch([client, repo], None)       # third launch of client:1 in its window
+    assert state.refused == 0 and state.retry_after == pytest.approx(8.0)
+    other = RateCheck("client:2", 2, 10)
+    assert (await store.limit_launch([other, repo], None)).refused is None   # repo: third hit, allowed
+    state = await store.limit_launch([other, repo], None)         # repo: fourth hit in its window
+    assert state.refused == 1 and state.retry_after == pytest.approx(58.0)
+    # The refused client's launches did not count against the repository: only two of
+    # client:1's launches reached the repo counter, and two of client:2's.
+    clock.advance(8)                                              # client:1's window is over, the repo's is not
+    state = await store.limit_launch([client, repo], None)
+    assert state.refused == 1 and state.retry_after == pytest.approx(50.0)
+    # The same windows as `hit`: one key, one counter (client:1 has one launch in its new window).
+    assert await store.hit("client:1", 2, 10) == (True, 10.0)
+    assert await store.hit("client:1", 2, 10) == (False, 10.0)
+    assert await store.limit_launch([], None) == LimitState(None, 0.0, 0)
+
+
+async def test_repo_in_flight_counts_recorded_launches_until_their_ttl(store, clock):
+    assert (await store.limit_launch([], "gh/x/y")).repo_in_flight == 0
+    assert await store.record_launch("a", 10, repo_key="gh/x/y", repo_ttl=100) is True
+    clock.advance(1)
+    assert await store.record_launch("b", 10, {"timestamp": T0 + 1}, repo_key="gh/x/y", repo_ttl=100) is True
+    await store.record_launch("a", 10, repo_key="gh/other/repo", repo_ttl=100)
+    await store.record_launch("a", 10)                            # no repository: not counted for any
+    assert await store.record_launch("a", 10, limit=0, repo_key="gh/x/y", repo_ttl=100) is False  # not recorded
+    assert (await store.limit_launch([], "gh/x/y")).repo_in_flight == 2
+    assert (await store.limit_launch([RateCheck("c", 5, 10)], "gh/other/repo")) == LimitState(None, 0.0, 1)
+    clock.advance(20)                                             # member in-flight counts are over, repo's are not
+    assert await store.in_flight() == {}
+    await store.settle_in_flight("a", 5)
+    assert (await store.limit_launch([], "gh/x/y")).repo_in_flight == 2
+    await store.record_launch("c", 10, repo_key="gh/x/y", repo_ttl=30)   # a shorter ttl (config reload)
+    clock.advance(79.5)                                           # T0+100.5: the first expired, the second not
+    assert (await store.limit_launch([], "gh/x/y")).repo_in_flight == 1
+    clock.advance(1)                                              # T0+101.5: both expired
+    assert (await store.limit_launch([], "gh/x/y")).repo_in_flight == 0
+    assert (await store.limit_launch([], "gh/other/repo")).repo_in_flight == 0
 
 
 # -- leases -----------------------------------------------------------------------------
