@@ -7,7 +7,7 @@ misses a field they require, and the agent must never go blind because of one od
 pod or node. Every field is treated as optional.
 
 The client's calls block; `KubeReader` methods are meant for worker threads, and
-`PodWatcher` runs them there (`loop.run_in_executor`) so no event loop waits on them.
+`PodWatcher` runs them there (in daemon threads) so no event loop waits on them.
 """
 
 from __future__ import annotations
@@ -199,6 +199,14 @@ class PodBook:
     def pods(self) -> list[PodInfo]:
         return list(self._pods.values())
 
+    def running(self) -> dict[str, int]:
+        """Active user pods per launch spec (pods whose spec is unknown are left out)."""
+        counts: dict[str, int] = {}
+        for pod in self._pods.values():
+            if pod.active and pod.kind == "user" and pod.spec:
+                counts[pod.spec] = counts.get(pod.spec, 0) + 1
+        return counts
+
 
 # --- the API (blocking calls, for worker threads) ----------------------------------------------
 
@@ -338,8 +346,29 @@ class PodWatcher:
             self._task = None
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self._blocking = asyncio.get_running_loop().run_in_executor(None, fn, *args)
-        return await self._blocking
+        # A daemon thread, not the loop's default executor: a watch read blocked before
+        # the API server answered cannot be interrupted, and an executor thread would
+        # hold up interpreter exit until its read timeout (the watch's whole duration).
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if not future.done():
+                future.set_exception(error) if error is not None else future.set_result(result)
+
+        def target() -> None:
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the awaiting coroutine
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(settle, result, error)
+            except RuntimeError:  # the loop is gone: nobody waits for this any more
+                pass
+
+        threading.Thread(target=target, name="kube-api", daemon=True).start()
+        self._blocking = future
+        return await future
 
     async def _run(self) -> None:
         backoff = Backoff(self.backoff_initial, self.backoff_max)
