@@ -30,5 +30,10 @@ tools:
 bench: venv tools
 	$(BIN)/python -m benchmarks
 
+## make soak: the router with Redis and dev members under steady launch traffic (SOAK_MINUTES=10), not part of make test
+SOAK_MINUTES ?= 10
+soak: venv tools
+	$(BIN)/python -m benchmarks.soak --minutes $(SOAK_MINUTES)
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

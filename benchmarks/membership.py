@@ -123,7 +123,8 @@ async def admin_drain(http, hubs: list[DevHub], redis_url: str) -> list[float]:
     (alpha, beta) = hubs
     os.environ["BINDERFED_ADMIN_TOKEN"] = TOKEN
     cfg = config_mod.parse({"members": [{"name": "alpha", "url": alpha.url}, {"name": "beta", "url": beta.url}],
-                            "health": {"period": 0.2, "jitter": 0, "retries": 0}, "router": {"cookie_max_age_hours": 0}})
+                            "health": {"period": 0.2, "jitter": 0, "retries": 0}, "router": {"cookie_max_age_hours": 0},
+                            "limits": {"enabled": False}})
     one, url_one = await _serve(create_app(cfg, open_store(redis_url)))
     two, url_two = await _serve(create_app(cfg, open_store(redis_url)))
     samples = []

@@ -8,7 +8,7 @@ import sys
 
 from aiohttp import web
 
-from federation.config import FederationConfig, PolicySettings, RouterSettings
+from federation.config import FederationConfig, LimitSettings, PolicySettings, RouterSettings
 from federation.store import Store, open_store
 from router.app import create_app
 
@@ -40,8 +40,9 @@ async def commands_processed(store_url: str) -> int | None:
 
 async def measure(n: int, store_url: str) -> dict:
     ms = members(n)
+    # Abuse limits off: one load generator on 127.0.0.1 is one client (benchmarks/soak.py runs with them on).
     cfg = FederationConfig(members=tuple(ms), policy=PolicySettings(in_flight_ttl=2),
-                           router=RouterSettings(port=0, cookie_max_age_hours=0))
+                           router=RouterSettings(port=0, cookie_max_age_hours=0), limits=LimitSettings(enabled=False))
     store: Store = open_store(store_url)
     app = create_app(cfg, store, probe=False)
     runner = web.AppRunner(app, access_log=None)

@@ -52,7 +52,7 @@ def _raise_fd_limit() -> None:
 async def serve_router(member_url: str) -> None:
     from aiohttp import web
 
-    from federation.config import FederationConfig, PolicySettings, RouterSettings, StreamSettings
+    from federation.config import FederationConfig, LimitSettings, PolicySettings, RouterSettings, StreamSettings
     from federation.members import Member, MemberState, MemberStatus
     from federation.store import MemoryStore
     from router.app import create_app
@@ -61,6 +61,7 @@ async def serve_router(member_url: str) -> None:
         members=(Member(name="replay", url=member_url),),
         policy=PolicySettings(in_flight_ttl=2),
         router=RouterSettings(port=0, cookie_max_age_hours=0, forward="stream", stream=StreamSettings(linger=0)),
+        limits=LimitSettings(enabled=False),  # one load generator on 127.0.0.1 is one client
     )
     store = MemoryStore()
     app = create_app(config, store, probe=False)

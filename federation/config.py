@@ -189,7 +189,7 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class BanRule:
-    """A repository refused at the federation edge: `pattern` is searched in `<provider>/<spec>`."""
+    """A repository refused at the federation edge: `pattern` is searched (ignoring case) in `<provider>/<spec>`."""
 
     pattern: re.Pattern[str]
     message: str = ""
@@ -327,7 +327,8 @@ def _limits(data: Mapping[str, Any]) -> LimitSettings:
             settings[name] = RateLimit(int(given.get("launches", default.launches)),
                                        float(given.get("window", default.window)))
     # Patterns were checked by the schema's "regex" format; compile errors cannot happen here.
-    settings["banned"] = tuple(BanRule(re.compile(rule["pattern"]), rule.get("message", ""))
+    # Case-insensitive, as BinderHub's banned_specs: GitHub does not tell Org/Repo from org/repo.
+    settings["banned"] = tuple(BanRule(re.compile(rule["pattern"], re.IGNORECASE), rule.get("message", ""))
                                for rule in settings.get("banned", []))
     if "repo_launch_ttl" in settings:
         settings["repo_launch_ttl"] = float(settings["repo_launch_ttl"])

@@ -107,6 +107,22 @@ def cached_repositories(report: MemberReport) -> tuple[dict[str, int], list[str]
     return repos, invalid
 
 
+def running_repositories(report: MemberReport) -> dict[str, int]:
+    """Repository key → user servers running on the member, from a report's running specs.
+
+    Several specs (refs, spellings) of one repository add up; specs that are not launch
+    specs are left out.
+    """
+    repos: dict[str, int] = {}
+    for running in report.running:
+        try:
+            request = parse_launch("/v2/" + running.spec)
+        except SpecError:
+            continue
+        repos[request.repo_key] = repos.get(request.repo_key, 0) + running.pods
+    return repos
+
+
 def cache_ttl(report: MemberReport, now: float, max_age: float) -> float:
     """Seconds an image-cache entry from `report` stays: until the report turns stale."""
     return max(0.0, report.timestamp + max_age - now)

@@ -35,6 +35,7 @@ from federation.reports import (
     cached_repositories,
     check,
     fresh,
+    running_repositories,
     with_reported_capacity,
 )
 from federation.store import Store
@@ -116,6 +117,7 @@ class ReportIngest:
         self.environ = environ
         self._judged: dict[str, bytes] = {}          # key member → digest of the envelope last judged
         self._reports: dict[str, MemberReport] = {}  # member → its latest accepted report
+        self._running: dict[str, dict[str, int]] = {}  # member → repository key → running user servers
         self._token_problems: dict[str, str] = {}
         self._failing = False
         self._task: asyncio.Task[None] | None = None
@@ -135,6 +137,11 @@ class ReportIngest:
         """The member's latest accepted report while it is fresh."""
         report = self._reports.get(member)
         return report if fresh(report, self.clock(), self.settings.max_age) else None
+
+    def running(self, repo_key: str) -> int:
+        """User servers of a repository running on every member with a fresh report."""
+        return sum(counts.get(repo_key, 0) for member, counts in self._running.items()
+                   if self.report(member) is not None)
 
     def fill_capacity(self, member: str, health: HealthReport) -> HealthReport | None:
         """For the prober: `health` completed with the agent's capacity, or None without a fresh report."""
@@ -188,6 +195,7 @@ class ReportIngest:
         if previous is not None and previous.timestamp > report.timestamp:
             return  # an older report re-published late must not undo a newer one
         self._reports[report.member] = report
+        self._running[report.member] = running_repositories(report)
         repos, invalid = cached_repositories(report)
         if invalid:
             log.warning("agent report of %s names %d images with specs that are not launch specs, e.g. %r",

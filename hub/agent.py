@@ -62,7 +62,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from . import images
 from .kube import Backoff, KubeReader, NodeInfo, PodBook, PodInfo, PodWatcher, api_status, default_config_loader, node_info
-from .report import Capacity, CachedImage, MemberReport, Usage, report_key, seal
+from .report import Capacity, CachedImage, MemberReport, RunningRepo, Usage, report_key, seal
 
 log = logging.getLogger("binderfed.agent")
 
@@ -202,7 +202,7 @@ class SpecBook:
 
 
 def build_report(settings: AgentSettings, nodes: list[NodeInfo], usage: Usage, specs: SpecBook,
-                 now: float, version: str) -> MemberReport:
+                 now: float, version: str, running: Mapping[str, int] | None = None) -> MemberReport:
     """The report for one moment (pure)."""
     usable = [n for n in nodes if n.usable]
     per_slug: dict[str, int] = {}
@@ -227,6 +227,7 @@ def build_report(settings: AgentSettings, nodes: list[NodeInfo], usage: Usage, s
         usage=usage,
         cached_images=tuple(cached),
         unmapped_images=unmapped,
+        running=tuple(RunningRepo(spec, pods) for spec, pods in sorted((running or {}).items())),
     )
 
 
@@ -351,7 +352,8 @@ class Agent:
         for node in nodes:
             if node.usable:
                 self.specs.saw(node.slugs, now)
-        return build_report(self.settings, nodes, self.book.usage(), self.specs, now, self.version)
+        return build_report(self.settings, nodes, self.book.usage(), self.specs, now, self.version,
+                            self.book.running())
 
     async def _persist_specs(self) -> None:
         if self.outbox is None or not self._specs_loaded:

@@ -81,6 +81,18 @@ class CachedImage:
 
 
 @dataclass(frozen=True)
+class RunningRepo:
+    """User servers running (not finished) for one launch spec `<provider>/<spec>`.
+
+    The router sums them per repository for its federation-wide cap on one
+    repository's launches (`limits.repo_concurrency`).
+    """
+
+    spec: str
+    pods: int
+
+
+@dataclass(frozen=True)
 class MemberReport:
     member: str
     timestamp: float                       # unix time the report was made
@@ -89,6 +101,7 @@ class MemberReport:
     usage: Usage
     cached_images: tuple[CachedImage, ...] = ()
     unmapped_images: int = 0               # member images on nodes whose repository the agent does not know
+    running: tuple[RunningRepo, ...] = ()  # user servers per launch spec (absent in older agents' reports)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +113,7 @@ class MemberReport:
             "usage": {"user_pods": self.usage.user_pods, "build_pods": self.usage.build_pods},
             "cached_images": [{"spec": c.spec, "slug": c.slug, "nodes": c.nodes} for c in self.cached_images],
             "unmapped_images": self.unmapped_images,
+            "running": [{"spec": r.spec, "pods": r.pods} for r in self.running],
         }
 
     @classmethod
@@ -113,6 +127,9 @@ class MemberReport:
             images = data.get("cached_images", [])
             if not isinstance(images, list):
                 raise TypeError("'cached_images' is not a list")
+            running = data.get("running", [])
+            if not isinstance(running, list):
+                raise TypeError("'running' is not a list")
             return cls(
                 member=_text(data, "member"),
                 timestamp=_number(data, "timestamp"),
@@ -129,6 +146,10 @@ class MemberReport:
                     for i in (_as_mapping(item, "cached_images entry") for item in images)
                 ),
                 unmapped_images=_count(data, "unmapped_images") if "unmapped_images" in data else 0,
+                running=tuple(
+                    RunningRepo(spec=_text(r, "spec", "running[]."), pods=_count(r, "pods", "running[]."))
+                    for r in (_as_mapping(item, "running entry") for item in running)
+                ),
             )
         except (TypeError, ValueError) as exc:
             raise ReportError("malformed", f"report document: {exc}") from None

@@ -21,6 +21,7 @@ from hub.client import HubClient
 
 from . import admin, api, badges, launch, launch_page, relay, sources, status
 from .context import CONTEXT, RouterContext
+from .malformed import MalformedRequestLog
 from .metrics import Metrics
 
 log = logging.getLogger("binderfed.router")
@@ -52,7 +53,11 @@ def create_app(
         launch_log=LaunchLog(config.launch_log),
         rng=rng or random.Random(),
     )
-    app = web.Application(handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_LINE})
+    app = web.Application(handler_args={
+        "max_line_size": MAX_LINE, "max_field_size": MAX_LINE,
+        # A malformed request is one log line, not a traceback (router.malformed).
+        "logger": MalformedRequestLog(lambda: ctx.metrics.refused.labels("bad_request").inc()),
+    })
     app[CONTEXT] = ctx
     for prefix in ("/v2/", "/build/", "/repo/"):
         app.router.add_get(prefix + "{tail:.*}", launch.handle_launch)

@@ -12,7 +12,7 @@ from federation.policy import Decision, place
 from federation.spec import LaunchRequest, SpecError, parse_launch
 from federation.view import FederationView
 
-from . import launch_page, relay
+from . import launch_page, limits, relay
 from .context import CONTEXT, RouterContext
 from .pages import CORS_HEADERS, refuse
 
@@ -71,7 +71,8 @@ async def admit(ctx: RouterContext, launch: LaunchRequest, sticky: str | None) -
         decision, view = await _decide(ctx, launch, sticky)
         if decision.member is None:
             return decision
-        if await record(ctx, launch, decision, limit=in_flight_limit(view, decision.member.name, headroom)):
+        if await record(ctx, launch, decision, limit=in_flight_limit(view, decision.member.name, headroom),
+                        count_repo=True):
             return decision
         log.debug("member %s filled up while launch %s was placed (attempt %d); placing it again",
                   decision.member.name, launch.provider_spec, attempt + 1)
@@ -94,15 +95,21 @@ def launch_event(launch: LaunchRequest, decision: Decision) -> dict:
     }
 
 
-async def record(ctx: RouterContext, launch: LaunchRequest, decision: Decision, *, limit: int | None = None) -> bool:
+async def record(ctx: RouterContext, launch: LaunchRequest, decision: Decision, *, limit: int | None = None,
+                 count_repo: bool = False) -> bool:
     """Count the launch in flight on its member, log it and export it.
 
     With a `limit` (see `Store.record_launch`), only while the member has fewer launches
-    in flight; returns whether the launch was counted.
+    in flight; returns whether the launch was counted. `count_repo`: a new launch, also
+    counted towards its repository's cap (`limits.repo_concurrency`); a failover attempt
+    of a launch already counted is not.
     """
     assert decision.member is not None
     event = launch_event(launch, decision)
-    if not await ctx.store.record_launch(decision.member.name, ctx.config.policy.in_flight_ttl, event, limit=limit):
+    caps = ctx.config.limits
+    repo_key = launch.repo_key if count_repo and caps.enabled and caps.repo_concurrency > 0 else None
+    if not await ctx.store.record_launch(decision.member.name, ctx.config.policy.in_flight_ttl, event, limit=limit,
+                                         repo_key=repo_key, repo_ttl=caps.repo_launch_ttl):
         return False
     ctx.launch_log.write(event)
     ctx.metrics.launches.labels(decision.member.name, decision.reason, launch.family).inc()
@@ -131,6 +138,10 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
         ctx.metrics.refused.labels("bad_path").inc()
         log.info("refused malformed launch path %r: %s", request.raw_path[:200], exc.message)
         return refuse(family_of(request.path), 400, "Not a Binder launch link", exc.message)
+    # Bans and rate limits, before placement; relayed /build/ streams come through here too.
+    refusal = await limits.check_limits(ctx, request, launch)
+    if refusal is not None:
+        return refusal
     if ctx.config.router.forward_for(launch.family) == "stream":
         if launch.family == "build":
             return await relay.relay_build(request, ctx, launch)

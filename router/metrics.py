@@ -12,6 +12,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from federation.members import Member, MemberState, MemberStatus
 
 DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+# Causes of federation_refused_launches_total, exported at 0 from the start so dashboards
+# and alerts see every series: an HTTP request too malformed to parse (router.malformed),
+# a malformed launch path, no member to take the launch, and the abuse limits of
+# router.limits.
+REFUSAL_CAUSES = ("bad_request", "bad_path", "no_member", "rate_limit_client", "rate_limit_repo", "repo_cap", "banned")
 # A cached image launches in seconds; a fresh build takes minutes, up to an hour.
 READY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
@@ -31,8 +36,12 @@ class Metrics:
             ["member", "reason", "family"], registry=r,
         )
         self.refused = Counter(
-            "federation_refused_launches", "Launch requests the router answered itself, by cause.", ["cause"], registry=r,
+            "federation_refused_launches",
+            "Launch requests the router answered itself, by cause (" + ", ".join(REFUSAL_CAUSES) + ").",
+            ["cause"], registry=r,
         )
+        for cause in REFUSAL_CAUSES:
+            self.refused.labels(cause)
         self.decision_seconds = Histogram(
             "federation_decision_seconds", "Time to decide where a launch goes (store read + placement).",
             ["strategy"], buckets=DECISION_BUCKETS, registry=r,

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from federation.config import FederationConfig, HealthSettings, PolicySettings, RouterSettings
+from federation.config import FederationConfig, HealthSettings, LimitSettings, PolicySettings, RouterSettings
 from federation.members import Member
 from federation.membership import Membership
 from federation.store import MemoryStore, Store, open_store
@@ -62,12 +62,17 @@ class RouterHandle:
 
 
 def fast_config(members: list[Member], **policy) -> FederationConfig:
-    """A config with short periods, suitable for tests on loopback."""
+    """A config with short periods, suitable for tests on loopback.
+
+    The abuse limits (on by default) are off: tests launch many times from 127.0.0.1.
+    Tests of the limits turn them on (tests/router/test_limits.py).
+    """
     return FederationConfig(
         members=tuple(members),
         health=HealthSettings(period=0.2, failed_period=0.4, jitter=0.0, timeout=1.0, retries=0),
         policy=replace(PolicySettings(), **policy),
         router=RouterSettings(port=0),
+        limits=LimitSettings(enabled=False),
     )
 
 

@@ -97,6 +97,9 @@ async def test_report_counts_capacity_and_cached_repositories(kube, reports, sta
     assert cached(report) == dict(expected.cached)
     assert report.unmapped_images == expected.unmapped
     assert {c.spec: c.slug for c in report.cached_images}[cluster.SPEC_A] == cluster.slug_of(cluster.IMAGE_A)
+    # Running user servers per launch spec (finished pods and pods without a launch spec left out),
+    # for the router's federation-wide cap on one repository (limits.repo_concurrency).
+    assert {r.spec: r.pods for r in report.running} == {cluster.SPEC_A: 1, cluster.SPEC_Z: 1, "gh/evil/spoof/HEAD": 1}
     assert report.agent_version
     # Only its own namespace was ever asked for, and pods were listed once then watched.
     assert not [r for r in kube.requests if cluster.OTHER_NAMESPACE in r]

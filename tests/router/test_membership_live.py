@@ -22,6 +22,8 @@ health:
   jitter: 0
   timeout: 1
   retries: 0
+limits:
+  enabled: false  # these tests launch many times from 127.0.0.1
 """
 
 _repos = itertools.count()

@@ -1,0 +1,130 @@
+"""Abuse limits at the federation edge, checked before a launch is placed (`limits` config).
+
+`check_limits(ctx, request, launch)` is the one hook every launch goes through
+(`router.launch.handle_launch`, for redirects and relayed `/build/` streams alike);
+it returns None to let the launch through, or the refusal to answer with:
+
+- **banned** (`limits.banned`): the launch's `<provider>/<spec>` matches a ban rule.
+  403 with the rule's message (an in-band `failed` event with `status_code` 403 on
+  `/build/`). Bans apply whether or not the counting limits are enabled.
+- **rate_limit_client** (`limits.per_client`): too many launches from one client
+  address (`router.clients.client_address`, which believes `X-Forwarded-For` only from
+  `router.trusted_proxies`) in a fixed window.
+- **rate_limit_repo** (`limits.per_repo`): too many launches of one repository (all
+  refs, all clients) in a fixed window.
+- **repo_cap** (`limits.repo_concurrency`): the repository already has that many
+  launches in progress across the federation: launches routed within the last
+  `repo_launch_ttl` seconds (counted in the store when `launch.admit` records them),
+  plus, with agent reports, its running user servers on every member.
+
+Over a limit: 429 with `Retry-After` (in-band `status_code` 429 on `/build/`). The
+counters live in the store (`Store.limit_launch`: one round trip for all of them), so
+replicas sharing a Redis store share them too. Limits are read from `ctx.config` per
+request, so a config reload (a new ban, say) applies to the next launch.
+
+Only requests that place a launch are counted: every `/build/`, and `/v2/` and
+`/repo/` in redirect mode. In stream mode `/v2/` serves the router's own launch page,
+whose `/build/` stream is the launch; the page itself is only checked against bans.
+Each refusal counts in `federation_refused_launches_total{cause}` and is logged with
+its cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from federation.config import BanRule, LimitSettings
+from federation.spec import LaunchRequest
+from federation.store import RateCheck
+
+from .clients import client_address, client_key
+from .context import RouterContext
+from .pages import refuse
+
+log = logging.getLogger("binderfed.router")
+
+BANNED_MESSAGE = "This repository cannot be launched on this Binder federation."
+
+
+def _window(seconds: float) -> str:
+    """A window length for visitors: "10 minutes", "1 hour", "90 seconds"."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+def places_launch(ctx: RouterContext, launch: LaunchRequest) -> bool:
+    """Whether answering this request places a launch (and so counts against the limits)."""
+    return launch.family == "build" or ctx.config.router.forward_for(launch.family) == "redirect"
+
+
+def ban_for(limits: LimitSettings, launch: LaunchRequest) -> BanRule | None:
+    """The ban rule a launch matches, tried on `<provider>/<spec>` as in the path and
+    percent-decoded (so `%2F` or `%65` spellings cannot slip past a pattern)."""
+    raw = launch.provider_spec
+    return limits.ban_for(raw) or limits.ban_for(unquote(raw))
+
+
+async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> web.Response | None:
+    """None if the launch may be placed, else the refusal to send (see the module docstring)."""
+    limits = ctx.config.limits  # one config for the whole check, even across a reload
+    rule = ban_for(limits, launch)
+    if rule is not None:
+        return _banned(ctx, launch, rule)
+    if not limits.enabled or not places_launch(ctx, launch):
+        return None
+    client = client_address(request, ctx.config.router.trusted_proxies)
+    checks: list[tuple[str, RateCheck]] = []
+    if limits.per_client.active:
+        checks.append(("rate_limit_client", RateCheck("client:" + client_key(client), limits.per_client.launches,
+                                                      limits.per_client.window)))
+    if limits.per_repo.active:
+        checks.append(("rate_limit_repo", RateCheck("repo:" + launch.repo_key, limits.per_repo.launches,
+                                                    limits.per_repo.window)))
+    cap = limits.repo_concurrency
+    if not checks and cap <= 0:
+        return None
+    state = await ctx.store.limit_launch([rate for _, rate in checks], launch.repo_key if cap > 0 else None)
+    if state.refused is not None:
+        cause, rate = checks[state.refused]
+        retry = max(1, math.ceil(state.retry_after))
+        window = _window(rate.window)
+        if cause == "rate_limit_client":
+            detail = f"{rate.limit} launches in {window} from {client}"
+            message = (f"Too many launches from your address: at most {rate.limit} launches in {window} "
+                       f"are allowed. Please try again in {retry} seconds.")
+        else:
+            detail = f"{rate.limit} launches in {window}"
+            message = (f"This repository has been launched too often: at most {rate.limit} launches in {window} "
+                       f"are allowed. Please try again in {retry} seconds.")
+        return _too_many(ctx, launch, cause, detail, client, message, retry)
+    if cap > 0:
+        running = ctx.reports.running(launch.repo_key) if ctx.reports is not None else 0
+        if state.repo_in_flight + running >= cap:
+            retry = ctx.config.router.retry_after
+            detail = f"{state.repo_in_flight} launches in progress, {running} servers running, cap {cap}"
+            message = (f"This repository already has {cap} or more launches in progress across this Binder "
+                       f"federation, the most one repository may have. Please try again in {retry} seconds.")
+            return _too_many(ctx, launch, "repo_cap", detail, client, message, retry)
+    return None
+
+
+def _too_many(ctx: RouterContext, launch: LaunchRequest, cause: str, detail: str, client: str, message: str,
+              retry: int) -> web.Response:
+    ctx.metrics.refused.labels(cause).inc()
+    log.info("refused launch %s from %s: %s (%s)", launch.provider_spec, client, cause, detail,
+             extra={"cause": cause, "client": client, "repo_key": launch.repo_key})
+    return refuse(launch.family, 429, "Too many launches", message, {"Retry-After": str(retry)})
+
+
+def _banned(ctx: RouterContext, launch: LaunchRequest, rule: BanRule) -> web.Response:
+    ctx.metrics.refused.labels("banned").inc()
+    log.info("refused launch %s: banned (pattern %r)", launch.provider_spec, rule.pattern.pattern,
+             extra={"cause": "banned", "repo_key": launch.repo_key})
+    return refuse(launch.family, 403, "Repository not available", rule.message or BANNED_MESSAGE)
