@@ -29,15 +29,20 @@ def redis_server():
     proc.stop()
 
 
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's redis-server, running (a test may have killed it) and empty."""
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
 @pytest.fixture(params=STORE_KINDS)
 def store_url(request) -> str:
     if request.param == "memory":
         return "memory://"
-    server = request.getfixturevalue("redis_server")
-    if server.proc is None:
-        server.start()
-    server.flush()
-    return server.url
+    return request.getfixturevalue("redis_url")
 
 
 @pytest.fixture

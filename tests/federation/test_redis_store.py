@@ -30,14 +30,6 @@ STORE_LOG = "binderfed.store"
 
 
 @pytest.fixture
-def redis_url(redis_server) -> str:
-    if redis_server.proc is None:
-        redis_server.start()
-    redis_server.flush()
-    return redis_server.url
-
-
-@pytest.fixture
 async def stores():
     """Make started RedisStores; all closed at the end of the test."""
     made: list[RedisStore] = []

@@ -36,11 +36,8 @@ async def kube():
 
 
 @pytest.fixture
-async def reports(redis_server):
-    if redis_server.proc is None:
-        redis_server.start()
-    redis_server.flush()
-    connection = redis.Redis.from_url(redis_server.url)
+async def reports(redis_url):
+    connection = redis.Redis.from_url(redis_url)
     yield connection
     await connection.aclose()
 

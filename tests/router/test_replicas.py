@@ -27,14 +27,6 @@ LEASE_TTL = 1.0  # seconds: short, so a handover fits in a test
 
 
 @pytest.fixture
-def redis_url(redis_server) -> str:
-    if redis_server.proc is None:
-        redis_server.start()
-    redis_server.flush()
-    return redis_server.url
-
-
-@pytest.fixture
 def private_redis():
     """A redis-server of this test alone, which the test may kill and restart."""
     proc = RedisProcess()

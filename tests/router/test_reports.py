@@ -31,12 +31,9 @@ REPO_A = "gh/binder-examples/requirements"
 
 
 @pytest.fixture
-async def inbox(redis_server):
+async def inbox(redis_url):
     """A client on the Redis the agents write to (flushed first)."""
-    if redis_server.proc is None:
-        redis_server.start()
-    redis_server.flush()
-    connection = redis.Redis.from_url(redis_server.url)
+    connection = redis.Redis.from_url(redis_url)
     yield connection
     await connection.aclose()
 
