@@ -39,11 +39,8 @@ def parse_request(request: web.Request) -> LaunchRequest:
     return parse_launch(path, query)
 
 
-async def decide(ctx: RouterContext, launch: LaunchRequest, sticky: str | None) -> Decision:
-    return (await _decide(ctx, launch, sticky))[0]
-
-
-async def _decide(ctx: RouterContext, launch: LaunchRequest, sticky: str | None) -> tuple[Decision, FederationView]:
+async def decide(ctx: RouterContext, launch: LaunchRequest, sticky: str | None) -> tuple[Decision, FederationView]:
+    """Place a launch on a fresh snapshot; returns the decision and the view it saw."""
     started = time.perf_counter()
     view = await ctx.view_for(launch)
     decision = place(view, launch, ctx.config.policy, ctx.rng, sticky=sticky)
@@ -68,7 +65,7 @@ async def admit(ctx: RouterContext, launch: LaunchRequest, sticky: str | None) -
     """Place a launch and count it in flight on its member, never beyond the member's room."""
     headroom = ctx.config.policy.pod_headroom
     for attempt in range(ADMIT_ATTEMPTS):
-        decision, view = await _decide(ctx, launch, sticky)
+        decision, view = await decide(ctx, launch, sticky)
         if decision.member is None:
             return decision
         if await record(ctx, launch, decision, limit=in_flight_limit(view, decision.member.name, headroom),
