@@ -14,6 +14,15 @@ from . import config
 from .redirector_config import convert
 
 
+def write_output(text: str, output: str | None) -> None:
+    """Write a command's document to `output`, or to standard output when none is given."""
+    if output:
+        Path(output).write_text(text)
+        print(f"wrote {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="YAML config file to check")
 
@@ -51,11 +60,7 @@ def _import_run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     text = "# Converted from the mybinder.org redirector config " + Path(args.file).name + "\n"
     text += yaml.safe_dump(converted, sort_keys=False)
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.output)
     return 0
 
 

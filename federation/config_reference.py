@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .config import SCHEMA_PATH, schema as load_schema
+from .config_cli import write_output
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "config-reference.md"
 COMMAND = "binderfed config-reference -o docs/config-reference.md"
@@ -221,9 +222,5 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"{path}: up to date with {SCHEMA_PATH.name}")
         return 0
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.output)
     return 0

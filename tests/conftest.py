@@ -30,6 +30,15 @@ def redis_server():
 
 
 @pytest.fixture
+def own_redis():
+    """A redis-server of this test alone, which the test may kill and restart."""
+    proc = RedisProcess()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
 def redis_url(redis_server) -> str:
     """The session's redis-server, running (a test may have killed it) and empty."""
     if redis_server.proc is None:

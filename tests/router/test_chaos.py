@@ -24,7 +24,6 @@ from yarl import URL
 from federation import config as config_mod
 from federation.store import open_store
 from tests.conftest import member_states
-from tests.support.redis_proc import RedisProcess
 from tests.support.waiting import eventually
 
 NAMES = ("alpha", "beta", "gamma", "delta")
@@ -102,21 +101,13 @@ def config_yaml(hubs, redis_url: str) -> str:
             "limits:\n  enabled: false  # one load generator on 127.0.0.1\n")
 
 
-@pytest.fixture
-def chaos_redis():
-    proc = RedisProcess()
-    proc.start()
-    yield proc
-    proc.stop()
-
-
 @pytest.mark.timeout(120)
 async def test_launches_survive_member_redis_and_config_faults(start_devhub, start_router, http, tmp_path,
-                                                               chaos_redis):
+                                                               own_redis):
     hubs = {name: await start_devhub(name, quota=1000) for name in NAMES}
     ports = {name: int(hub.url.rsplit(":", 1)[1]) for name, hub in hubs.items()}
     path = tmp_path / "federation.yaml"
-    good_config = config_yaml(hubs.values(), chaos_redis.url)
+    good_config = config_yaml(hubs.values(), own_redis.url)
     path.write_text(good_config)
     config = config_mod.load(path)
     store = open_store(config.store_url)
@@ -147,11 +138,11 @@ async def test_launches_survive_member_redis_and_config_faults(start_devhub, sta
         assert (await member_states(http, router))["gamma"] == "healthy"
 
         load.phase = "redis down"
-        chaos_redis.stop()
+        own_redis.stop()
         await eventually(lambda: ctx.store.degraded, timeout=10, what="the store to notice Redis is gone")
         await eventually(lambda: load.count("redis down", 307) >= 20, timeout=10, what="launches without Redis")
         load.phase = "redis restarted"
-        chaos_redis.start()
+        own_redis.start()
         await eventually(lambda: not ctx.store.degraded, timeout=20, what="the store to reconnect")
         await eventually(lambda: load.count("redis restarted", 307) >= 20, timeout=10, what="launches after Redis")
 

@@ -20,19 +20,9 @@ from federation.config import FederationConfig
 from federation.spec import parse_launch
 from federation.store import open_store
 from tests.conftest import RouterHandle, fast_config, member_of
-from tests.support.redis_proc import RedisProcess
 from tests.support.waiting import eventually
 
 LEASE_TTL = 1.0  # seconds: short, so a handover fits in a test
-
-
-@pytest.fixture
-def private_redis():
-    """A redis-server of this test alone, which the test may kill and restart."""
-    proc = RedisProcess()
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def replica_config(members, **policy) -> FederationConfig:
@@ -194,13 +184,13 @@ async def test_a_crashed_leader_is_replaced_within_one_lease_period(start_devhub
 
 # -- Redis going away -----------------------------------------------------------------------
 async def test_killing_redis_mid_traffic_fails_no_launch_and_sharing_resumes(start_devhub, start_router,
-                                                                             private_redis, http, caplog):
+                                                                             own_redis, http, caplog):
     caplog.set_level(logging.INFO, logger="binderfed.store")
     hubs = [await start_devhub("alpha", quota=100_000), await start_devhub("beta", quota=100_000)]
     member_urls = tuple(h.url + "/" for h in hubs)
     a, b = replicas = await start_replicas(
         start_router, replica_config([member_of(hubs[0]), member_of(hubs[1])], in_flight_ttl=120),
-        private_redis.url)
+        own_redis.url)
     await wait_all(http, replicas, {"alpha": "healthy", "beta": "healthy"})
 
     results: list[tuple[int, str | None, str | None]] = []
@@ -218,7 +208,7 @@ async def test_killing_redis_mid_traffic_fails_no_launch_and_sharing_resumes(sta
     workers = [asyncio.create_task(load(w)) for w in range(4)]
     try:
         await eventually(lambda: launches_beyond(50), what="traffic through both replicas")
-        await asyncio.to_thread(private_redis.stop)   # kill -9 redis-server
+        await asyncio.to_thread(own_redis.stop)   # kill -9 redis-server
         killed = time.monotonic()
 
         async def degraded(value: float):
@@ -238,7 +228,7 @@ async def test_killing_redis_mid_traffic_fails_no_launch_and_sharing_resumes(sta
         await eventually(lambda: launches_beyond(during + 200) and time.monotonic() >= killed + down_for,
                          timeout=down_for + 15, what=f"{down_for} s of traffic while Redis is away")
 
-        await asyncio.to_thread(private_redis.start)   # same port, empty: nothing was saved
+        await asyncio.to_thread(own_redis.start)   # same port, empty: nothing was saved
         await eventually(lambda: degraded(0.0), timeout=20, what="federation_store_degraded 0 on both replicas")
         after = len(results)
         await eventually(lambda: launches_beyond(after + 50), timeout=15, what="traffic after Redis is back")
@@ -249,8 +239,8 @@ async def test_killing_redis_mid_traffic_fails_no_launch_and_sharing_resumes(sta
     failed = [r for r in results if r[0] != 307 or not (r[2] or "").startswith(member_urls)]
     assert not failed, f"{len(failed)} of {len(results)} launches failed, e.g. {failed[:5]}"
     logged = [r.getMessage() for r in caplog.records if r.name == "binderfed.store"]
-    assert sum(m.startswith(f"store degraded: redis unreachable at {private_redis.url}") for m in logged) == 2
-    assert sum(m.startswith(f"store recovered: redis reachable again at {private_redis.url}") for m in logged) == 2
+    assert sum(m.startswith(f"store degraded: redis unreachable at {own_redis.url}") for m in logged) == 2
+    assert sum(m.startswith(f"store recovered: redis reachable again at {own_redis.url}") for m in logged) == 2
 
     # The lease in Redis decides again: back to one prober.
     await eventually(lambda: len(leaders(replicas)) == 1, timeout=LEASE_TTL + 2, what="one leader again")
