@@ -110,6 +110,7 @@ class KubeDouble:
         self.token: str | None = None
         self.requests: list[str] = []  # "LIST pods ns", "WATCH pods ns", "LIST nodes", for assertions
         self._watches: set[_Watch] = set()
+        self._closing = False
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -119,6 +120,7 @@ class KubeDouble:
         app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._pods)
         app.router.add_get("/api/v1/nodes", self._nodes)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
+        self._closing = False
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -127,6 +129,10 @@ class KubeDouble:
         return self.url
 
     async def stop(self) -> None:
+        # Refuse watches from here on: a client thread that opens one after end_watches()
+        # would otherwise hold its handler (and the server's shutdown) for the watch's
+        # whole timeout.
+        self._closing = True
         self.end_watches()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -272,6 +278,8 @@ class KubeDouble:
         await response.prepare(request)
         # Register before replaying, so nothing published in between is lost.
         self._watches.add(watch)
+        if self._closing:
+            watch.queue.put_nowait(None)
         try:
             if since == "0":
                 backlog = [("ADDED", p) for (ns, _), p in sorted(self.pods.items()) if ns == namespace and matches(_labels(p))]
