@@ -4,8 +4,9 @@ In stream mode the visitor stays on the federation's domain until the server is
 ready: `/v2/<provider>/<spec>?<query>` answers `static/launch.html`, whose script
 (`static/launch.js`, served at `/static/launch.js`) follows the router's
 `/build/<provider>/<spec>?<query>` stream and then sends the browser to the member's
-server. Legacy `/repo/<org>/<repo>` links in stream mode are sent to the page of the
-`/v2/gh/<org>/<repo>/HEAD` launch they stand for.
+server. Legacy `/repo/<org>/<repo>` links in stream mode get the same page, for the
+`/v2/gh/<org>/<repo>/HEAD` launch they stand for (served in place rather than
+redirected: the router redirects only to members).
 
 The launch (already validated by `federation.spec.parse_launch`) is embedded as JSON
 in a non-executable `<script type="application/json">` block with `<`, `>`, `&` and
@@ -26,7 +27,6 @@ from aiohttp import web
 
 from federation.spec import LaunchRequest
 
-from .pages import CORS_HEADERS
 
 STATIC = Path(__file__).resolve().parent / "static"
 SCRIPT_ROUTE = "/static/launch.js"
@@ -77,10 +77,6 @@ PAGE = web.AppKey("binderfed_launch_page", LaunchPage)
 
 def serve(request: web.Request, launch: LaunchRequest) -> web.Response:
     """The answer to a `/v2/` or `/repo/` launch in stream mode."""
-    if launch.family == "repo":
-        query = "?" + launch.query if launch.query else ""
-        # A path on the router itself: the launch this legacy link stands for.
-        return web.Response(status=307, headers={**CORS_HEADERS, "Location": f"/v2/{launch.provider_spec}{query}"})
     page = request.app[PAGE]
     return web.Response(
         text=page.render(launch),

@@ -63,11 +63,12 @@ async def test_hostile_query_cannot_break_out_of_the_page(stream_router, http):
     assert embedded_config(page)["build_url"] == f"/build/{SPEC}?{query}"
 
 
-async def test_legacy_repo_link_goes_to_the_launch_page(stream_router, http):
+async def test_legacy_repo_link_gets_the_launch_page_of_its_launch(stream_router, http):
     router, _ = await stream_router()
     async with http.get(router.url + "/repo/binder-examples/requirements?urlpath=lab", allow_redirects=False) as r:
-        assert r.status == 307
-        assert r.headers["Location"] == "/v2/gh/binder-examples/requirements/HEAD?urlpath=lab"
+        assert r.status == 200 and r.content_type == "text/html"
+        page = await r.text()
+    assert embedded_config(page)["build_url"] == "/build/gh/binder-examples/requirements/HEAD?urlpath=lab"
 
 
 async def test_launch_script_is_served_with_a_validator(stream_router, http):
