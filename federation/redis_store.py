@@ -527,6 +527,7 @@ class RedisStore(Store):
         self._closed = False
         self._sentinel: Sentinel | None = None
         self._decoded: dict[str, dict[str, tuple[str, Any]]] = {}   # kind -> member -> (raw, object)
+        self._changed: dict[str, bool] = {}  # kind -> whether its last decode found anything new
         self._redis = self._make_client()
         p = key_prefix
         self._k_status, self._k_override, self._k_ejection = p + "status", p + "override", p + "ejection"
@@ -634,6 +635,7 @@ class RedisStore(Store):
             # No await between the journal's last push and this line: nothing written
             # while degraded can be left behind.
             self.degraded = False
+            self._changed.clear()  # the next reads mirror Redis whole into the fallback again
             log.info("store recovered: redis reachable again at %s", self.target.describe(),
                      extra={"store": self.target.describe()})
             return
@@ -727,11 +729,13 @@ class RedisStore(Store):
         previous = self._decoded.get(kind, {})
         cache: dict[str, tuple[str, Any]] = {}
         out: dict[str, Any] = {}
+        changed = False
         for name, raw in items:
             hit = previous.get(name)
             if hit is not None and hit[0] == raw:
                 value = hit[1]
             else:
+                changed = True
                 try:
                     value = parse(name, raw)
                 except Exception as exc:  # one bad entry must not stop launches
@@ -741,7 +745,14 @@ class RedisStore(Store):
             if value is not _UNREADABLE:
                 out[name] = value
         self._decoded[kind] = cache
+        self._changed[kind] = changed or len(cache) != len(previous)
         return out
+
+    def _if_changed(self, kind: str, value: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """`value`, or None when the last `_decode` of `kind` found nothing new: the
+        local fallback holds it already, and mirroring a thousand members on every
+        launch would cost more than the launch."""
+        return value if self._changed.get(kind, True) else None
 
     def _decode_statuses(self, flat: Any) -> dict[str, MemberStatus]:
         return self._decode("status", flat, lambda name, raw: MemberStatus.from_json(name, json.loads(raw)))
@@ -767,7 +778,8 @@ class RedisStore(Store):
             ejections = self._decode_ejections(raw[2])
             in_flight = {m: int(n) for m, n in _pairs(raw[3])}
             scored = [(m, float(s)) for m, s in _pairs(raw[4])]
-            await self._mirror(statuses, overrides, ejections)
+            await self._mirror(self._if_changed("status", statuses), self._if_changed("override", overrides),
+                               self._if_changed("ejection", ejections))
             if repo_key:
                 await self._mirror_holders(repo_key, scored, now)
             return LaunchState(statuses=statuses, in_flight=in_flight, overrides=overrides,

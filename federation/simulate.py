@@ -8,7 +8,7 @@ that routes production launches. Only the members are modelled.
 The router, as in production (`router.context.view_for` and `router.launch.record`):
 
 - each launch reads `store.launch_state(repo_key)`, builds a `FederationView` with
-  `build_view()` (the cache map holds only that repository's entry) and calls
+  a `ViewBuilder` (the cache map holds only that repository's entry) and calls
   `place()`; a placed launch is counted in flight with `store.record_launch()`
   for `policy.in_flight_ttl` seconds;
 - every member is probed every `--probe-period` seconds (phases spread evenly).
@@ -97,7 +97,7 @@ from .config import PolicySettings
 from .members import Member, MemberState, MemberStatus
 from .policy import STRATEGIES, place
 from .store import MemoryStore
-from .view import build_view
+from .view import ViewBuilder
 
 DEFAULT_MEMBERS = "m1=50,m2=100:sites=zenodo.org,m3=150,m4=250:sites=dataverse.harvard.edu,m5=400"
 DEFAULT_STRATEGIES = ("random", "rendezvous", "bounded-affinity")
@@ -521,6 +521,7 @@ class _Simulation:
         events = self.events
         pop = heapq.heappop
         ttl = settings.in_flight_ttl
+        views = ViewBuilder()
         for launch in launches:
             arrival = launch.time
             while events and events[0][0] <= arrival:
@@ -532,7 +533,7 @@ class _Simulation:
             self.now = arrival
             key = launch.repo_key
             state = await store.launch_state(key)
-            view = build_view(
+            view = views.build(
                 members, state.statuses, state.in_flight, state.overrides, state.ejections, {key: state.holders}, arrival
             )
             decision = place(view, launch, settings, rng)

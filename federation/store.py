@@ -234,6 +234,7 @@ class MemoryStore(Store):
     def _counts(self) -> dict[str, int]:
         now = self.clock()
         counts = {}
+        idle = []
         for member, expiries in self._in_flight.items():
             # Expiry times are appended in order (ttl is constant per config), so the
             # expired ones sit at the left.
@@ -241,6 +242,10 @@ class MemoryStore(Store):
                 expiries.popleft()
             if expiries:
                 counts[member] = len(expiries)
+            else:
+                idle.append(member)
+        for member in idle:  # so this loop covers members with launches in flight, not every member
+            del self._in_flight[member]
         return counts
 
     async def learn_image(self, repo_key: str, member: str, ttl: float) -> None:

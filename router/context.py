@@ -15,7 +15,7 @@ from federation.launchlog import LaunchLog
 from federation.membership import Membership
 from federation.spec import LaunchRequest
 from federation.store import Store
-from federation.view import FederationView, build_view
+from federation.view import FederationView, ViewBuilder
 from health.outlier import OutlierDetector
 from health.prober import Prober
 from health.report_ingest import ReportIngest
@@ -41,12 +41,13 @@ class RouterContext:
     outlier: OutlierDetector | None = None  # passive health, fed by the stream relay
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
+    views: ViewBuilder = field(default_factory=ViewBuilder)
 
     async def view_for(self, request: LaunchRequest | None) -> FederationView:
         """One store read, merged with the member set: the snapshot placement sees."""
         repo_key = request.repo_key if request is not None else None
         state = await self.store.launch_state(repo_key)
-        return build_view(
+        return self.views.build(
             self.membership.members(),
             state.statuses,
             state.in_flight,

@@ -20,6 +20,7 @@ from federation.policy import (
     place,
     rendezvous_score,
 )
+from federation.table import SMALL
 from federation.view import FederationView, MemberView
 
 NOW = 1_000_000.0
@@ -407,9 +408,29 @@ def test_rendezvous_score_is_the_documented_hash():
     import hashlib
     import math
 
-    h = int.from_bytes(hashlib.blake2b(b"alpha\0gh/org/repo", digest_size=8).digest(), "big")
+    def b(text: str) -> int:
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+    mask = 2**64 - 1
+    h = b("alpha") ^ b("gh/org/repo")
+    h ^= h >> 33
+    h = h * 0xFF51AFD7ED558CCD & mask
+    h ^= h >> 33
+    h = h * 0xC4CEB9FE1A85EC53 & mask
+    h ^= h >> 33
     u = ((h >> 11) + 0.5) * 2.0**-53
     assert rendezvous_score("alpha", "gh/org/repo", 2.0) == -2.0 / math.log(u)
+    assert rendezvous_score("alpha", "gh/org/repo", 0.0) == -math.inf
+
+
+@pytest.mark.parametrize("count", [3, SMALL, SMALL + 1, 50])
+def test_placement_scores_equal_the_one_member_reference(count):
+    """The scores placement computes (per member for a few, numpy beyond) are exactly rendezvous_score()."""
+    names = [f"member-{i}" for i in range(count)]
+    weights = [0.0 if i == 2 else 1 + i % 4 for i in range(count)]
+    table = fed(*(mv(n, weight=w) for n, w in zip(names, weights))).table
+    for repo in REPOS[:20]:
+        assert table.rendezvous_scores(repo).tolist() == [rendezvous_score(n, repo, w) for n, w in zip(names, weights)]
 
 
 # -- weighted random -------------------------------------------------------------------------

@@ -1,0 +1,190 @@
+"""The members of a view as arrays: the form placement computes on.
+
+Placement looks at every member for every launch. At a thousand members a Python loop
+over `MemberView` objects costs more than a whole decision may (DESIGN.md wants well
+under a millisecond), so placement reads a `MemberTable` instead: one numpy array per
+quantity, built once per view. The router's `ViewBuilder` (federation/view.py) builds
+one per change of the member set, statuses, overrides or ejections and only swaps the
+in-flight counts per launch; time-dependent facts (an ejection ending) are compared
+against `view.now` at placement time, so a table never goes stale by waiting.
+
+Rendezvous scores are computed here too, for all members at once (`rendezvous_scores`):
+
+    h = fmix64(B(name) XOR B(repository key))      B = BLAKE2b-64, big-endian
+    u = ((h >> 11) + 0.5) / 2**53                   uniform in (0, 1), never 0 or 1
+    score = weight / -ln(u)                         higher wins; -inf for weight <= 0
+
+`fmix64` is MurmurHash3's 64-bit finaliser, a bijection whose every output bit depends
+on every input bit, so one BLAKE2b per launch and a few vector operations per member
+replace a BLAKE2b per member. Any implementation can reproduce the ranking from this
+description; `federation.policy.rendezvous_score` is the one-member reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+from .members import Member, MemberState
+
+if TYPE_CHECKING:
+    from .view import MemberView
+
+_MASK = (1 << 64) - 1
+_C1 = 0xFF51AFD7ED558CCD
+_C2 = 0xC4CEB9FE1A85EC53
+_UNIT = 2.0**-53
+UNLIMITED = 2**62  # the spare room of a member whose capacity is unknown or unlimited
+# Up to this many members, per-member Python beats the fixed cost of numpy calls (measured:
+# a numpy call on a small array costs about as much as 2-4 members' worth of Python).
+SMALL = 8
+
+
+@lru_cache(maxsize=65536)
+def key_hash(text: str) -> int:
+    """BLAKE2b-64 of a member name or repository key, as an unsigned integer."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def fmix64(x: int) -> int:
+    """MurmurHash3's 64-bit finaliser, on one integer (the reference for the vector form)."""
+    x ^= x >> 33
+    x = (x * _C1) & _MASK
+    x ^= x >> 33
+    x = (x * _C2) & _MASK
+    x ^= x >> 33
+    return x
+
+
+def unit_score(h: int, weight: float) -> float:
+    """The weighted rendezvous score of one mixed hash `h` (see the module docstring)."""
+    if weight <= 0:
+        return -math.inf
+    return weight / -math.log(((h >> 11) + 0.5) * _UNIT)
+
+
+_S33 = np.uint64(33)
+_S11 = np.uint64(11)
+_V1 = np.uint64(_C1)
+_V2 = np.uint64(_C2)
+
+
+def rendezvous_scores(hashes: np.ndarray, weights: np.ndarray, repo_key: str) -> np.ndarray:
+    """`unit_score(fmix64(hash ^ B(repo_key)), weight)` for every member at once."""
+    x = hashes ^ np.uint64(key_hash(repo_key))
+    x ^= x >> _S33
+    x *= _V1  # uint64 arithmetic wraps modulo 2**64, as the finaliser wants
+    x ^= x >> _S33
+    x *= _V2
+    x ^= x >> _S33
+    x >>= _S11
+    u = x.astype(np.float64)
+    u += 0.5
+    u *= _UNIT
+    np.log(u, out=u)
+    u *= -1.0  # > 0: u < 1 (at most 1 - 2**-54)
+    scores = np.divide(weights, u, out=u)
+    unweighted = weights <= 0
+    if unweighted.any():
+        scores[unweighted] = -np.inf
+    return scores
+
+
+@dataclass(frozen=True, eq=False)
+class MemberTable:
+    """What placement reads of every member, one array per quantity, in view order."""
+
+    members: tuple[Member, ...]
+    names: tuple[str, ...]
+    index: Mapping[str, int]              # member name -> position
+    weight: np.ndarray                    # float64: effective weight (an override's, else the declared one)
+    hashes: np.ndarray                    # uint64: key_hash(name)
+    ready: np.ndarray                     # bool: not draining, weight > 0, probed healthy
+    ejected_until: np.ndarray             # float64: passive health (admissible once <= now)
+    last_ejection_end: float              # max(ejected_until): no ejection to check once now is past it
+    has_quota: np.ndarray                 # bool: capacity known and limited
+    quota: np.ndarray                     # int64: the quota (0 where unknown)
+    pods: np.ndarray                      # int64: pods at the last probe
+    spare: np.ndarray                     # int64: quota - pods (UNLIMITED where capacity is unknown)
+    quota_pods: np.ndarray                # int64 (2, n): quota and pods stacked, to sum both in one call
+    in_flight: np.ndarray                 # int64: launches sent there that the probe cannot show yet
+    sites: Mapping[str, np.ndarray]       # data site -> members declaring it
+    declared: Mapping[str, tuple[int, ...]]  # repository key -> members declaring its image cached
+
+    def rendezvous_scores(self, repo_key: str, members: np.ndarray | None = None) -> np.ndarray:
+        """The weighted rendezvous scores for one repository (higher ranks first) of
+        some members (indices), or of all."""
+        hashes, weights = (self.hashes, self.weight) if members is None else (self.hashes[members], self.weight[members])
+        n = len(hashes)
+        if n > SMALL:
+            return rendezvous_scores(hashes, weights, repo_key)
+        # A few members: Python per member costs less than a dozen numpy calls.
+        r = key_hash(repo_key)
+        scores = []
+        for h, w in zip(hashes.tolist(), weights.tolist()):
+            h ^= r  # fmix64() and unit_score(), inlined
+            h ^= h >> 33
+            h = (h * _C1) & _MASK
+            h ^= h >> 33
+            h = (h * _C2) & _MASK
+            h ^= h >> 33
+            scores.append(w / -math.log(((h >> 11) + 0.5) * _UNIT) if w > 0 else -math.inf)
+        return np.array(scores, dtype=np.float64).reshape(n)
+
+    @classmethod
+    def of(cls, views: Sequence[MemberView]) -> MemberTable:
+        """The table of some member views (one pass; the cost a `ViewBuilder` pays once per change)."""
+        n = len(views)
+        members = tuple(v.member for v in views)
+        names = tuple(m.name for m in members)
+        weights = [v.weight for v in views]
+        ready = [
+            not v.draining and w > 0 and v.status.state is MemberState.HEALTHY for v, w in zip(views, weights)
+        ]
+        quotas = [v.status.quota for v in views]
+        pods = [v.status.total_pods for v in views]
+        ejected_until = [v.ejected_until for v in views]
+        sites: dict[str, list[int]] = {}
+        declared: dict[str, list[int]] = {}
+        for i, m in enumerate(members):
+            for site in m.data_sites:
+                sites.setdefault(site, []).append(i)
+            for repo in m.cached_repos:
+                declared.setdefault(repo, []).append(i)
+        return cls(
+            members=members,
+            names=names,
+            index={name: i for i, name in enumerate(names)},
+            weight=np.array(weights, dtype=np.float64).reshape(n),
+            hashes=np.array([key_hash(name) for name in names], dtype=np.uint64).reshape(n),
+            ready=np.array(ready, dtype=bool).reshape(n),
+            ejected_until=np.array(ejected_until, dtype=np.float64).reshape(n),
+            last_ejection_end=max(ejected_until, default=0.0),
+            has_quota=np.array([q is not None for q in quotas], dtype=bool).reshape(n),
+            quota=np.array([q or 0 for q in quotas], dtype=np.int64).reshape(n),
+            pods=np.array(pods, dtype=np.int64).reshape(n),
+            quota_pods=np.array([[q or 0 for q in quotas], pods], dtype=np.int64).reshape(2, n),
+            spare=np.array([UNLIMITED if q is None else q - p for q, p in zip(quotas, pods)],
+                           dtype=np.int64).reshape(n),
+            in_flight=np.array([v.in_flight for v in views], dtype=np.int64).reshape(n),
+            sites={site: np.array(ix, dtype=np.intp) for site, ix in sites.items()},
+            declared={repo: tuple(ix) for repo, ix in declared.items()},
+        )
+
+    def with_in_flight(self, in_flight: Mapping[str, int]) -> MemberTable:
+        """The same table with other in-flight counts (members not named have none)."""
+        counts = np.zeros(len(self.names), dtype=np.int64)
+        index = self.index
+        for name, count in in_flight.items():
+            i = index.get(name)
+            if i is not None:
+                counts[i] = count
+        table = copy.copy(self)  # dataclasses.replace() would cost more than the rest of this
+        object.__setattr__(table, "in_flight", counts)
+        return table
