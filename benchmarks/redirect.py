@@ -14,7 +14,7 @@ from router.app import create_app
 
 from .common import healthy_statuses, members, table
 
-SIZES = (3, 100)
+SIZES = (3, 100, 1000)
 DURATION = 5.0
 CONCURRENCY = 32
 

@@ -38,10 +38,10 @@ free share. It binds above an average load of `1 / (2 + eps)` (40 % for eps = 0.
 where the first term no longer protects anyone (at 85 % average load 1.5 x 0.85 > 1)
 although that is exactly where stale pod counts overfill members whose affinity
 keeps them at their quota. `binderfed simulate` shows the effect on its default
-scenario: with the first term alone bounded-affinity refused 31 (eps 0.25) to 43
-(eps 0.5) launches, rendezvous 47; with both it refuses none and peaks below weighted
-random. The default eps = 0.5 keeps the cache-hit rate within 1.5 points of plain
-rendezvous there (0.25 costs about 2.5 points and refuses no fewer).
+scenario: with the first term alone bounded-affinity refused 37 (eps 0.25) to 57
+(eps 0.5) launches, rendezvous 39; with both it refuses none and peaks 5 points below
+weighted random. The default eps = 0.5 keeps the cache-hit rate within 1 point of
+plain rendezvous there (0.25 costs about 1.5 points and refuses no fewer).
 
 Overloaded members move behind every other member (keeping their relative order);
 when that passes over the first choice, the decision's reason is "spill".
@@ -66,7 +66,7 @@ import numpy as np
 
 from .config import DataRule, PolicySettings
 from .members import Member, MemberState
-from .table import MemberTable, fmix64, key_hash, unit_score
+from .table import SMALL, MemberTable, fmix64, key_hash, unit_score
 from .view import FederationView, MemberView
 
 __all__ = [
@@ -269,9 +269,17 @@ class Ranking:
     def first(self, admissible: np.ndarray) -> int:
         """The admissible member ranked first (`demoted` must not include it)."""
         if self._first is None:
-            groups = self.group[admissible]
-            best = admissible[groups == groups.min()]
-            self._first = int(best[np.argmin(self.keys(best))]) if len(best) > 1 else int(best[0])
+            if len(admissible) <= SMALL:  # a few members: Python costs less than numpy calls
+                group = self.group.tolist()
+                members = admissible.tolist()
+                top = min(group[i] for i in members)
+                best = [i for i in members if group[i] == top]
+                keys = self.keys(np.array(best)).tolist() if len(best) > 1 else [0]
+                self._first = best[keys.index(min(keys))]
+            else:
+                groups = self.group[admissible]
+                best = admissible[groups == groups.min()]
+                self._first = int(best[np.argmin(self.keys(best))]) if len(best) > 1 else int(best[0])
         return self._first
 
     def order(self, admissible: np.ndarray) -> np.ndarray:
