@@ -164,8 +164,9 @@ class ViewBuilder:
     the launch change; the member set, statuses, overrides and ejections usually do not.
     The builder keeps the member views and the `MemberTable` of those and, per launch,
     swaps in the in-flight counts: a Python loop over the members with launches in
-    flight and a few array operations, instead of a `MemberView` per member. Statuses are compared by equality, which is cheap when the store hands
-    back the same objects for unchanged members (both stores do).
+    flight and a few array operations, instead of a `MemberView` per member. Statuses
+    are compared by equality, which is cheap when the store hands back the same objects
+    for unchanged members (both stores do).
     """
 
     def __init__(self) -> None:
