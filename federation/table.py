@@ -116,18 +116,24 @@ class MemberTable:
     in_flight: np.ndarray                 # int64: launches sent there that the probe cannot show yet
     sites: Mapping[str, np.ndarray]       # data site -> members declaring it
     declared: Mapping[str, tuple[int, ...]]  # repository key -> members declaring its image cached
+    python_lists: tuple[list[int], list[float]]  # hashes and weights as Python numbers, for a few members
 
     def rendezvous_scores(self, repo_key: str, members: np.ndarray | None = None) -> np.ndarray:
         """The weighted rendezvous scores for one repository (higher ranks first) of
         some members (indices), or of all."""
-        hashes, weights = (self.hashes, self.weight) if members is None else (self.hashes[members], self.weight[members])
-        n = len(hashes)
+        n = len(self.names) if members is None else len(members)
         if n > SMALL:
-            return rendezvous_scores(hashes, weights, repo_key)
+            if members is None:
+                return rendezvous_scores(self.hashes, self.weight, repo_key)
+            return rendezvous_scores(self.hashes[members], self.weight[members], repo_key)
         # A few members: Python per member costs less than a dozen numpy calls.
+        hashes, weights = self.python_lists
+        if members is not None:
+            chosen = members.tolist()
+            hashes, weights = [hashes[i] for i in chosen], [weights[i] for i in chosen]
         r = key_hash(repo_key)
         scores = []
-        for h, w in zip(hashes.tolist(), weights.tolist()):
+        for h, w in zip(hashes, weights):
             h ^= r  # fmix64() and unit_score(), inlined
             h ^= h >> 33
             h = (h * _C1) & _MASK
@@ -175,6 +181,7 @@ class MemberTable:
             in_flight=np.array([v.in_flight for v in views], dtype=np.int64).reshape(n),
             sites={site: np.array(ix, dtype=np.intp) for site, ix in sites.items()},
             declared={repo: tuple(ix) for repo, ix in declared.items()},
+            python_lists=([key_hash(name) for name in names], [float(w) for w in weights]),
         )
 
     def with_in_flight(self, in_flight: Mapping[str, int]) -> MemberTable:
