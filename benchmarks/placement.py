@@ -61,7 +61,7 @@ def measure(strategy: str, n: int, with_cache: bool) -> dict[str, dict[str, floa
             built = time.perf_counter()
             decision = place(view, launch, settings, rng)
             placed = time.perf_counter()
-            len(decision.ranking) and decision.ranking[-1]  # materialise the failover order
+            tuple(decision.ranking)  # materialise the failover order
             ordered = time.perf_counter()
             if round_:
                 decide.append(placed - built)

@@ -109,8 +109,8 @@ class MemberTable:
     ejected_until: np.ndarray             # float64: passive health (admissible once <= now)
     last_ejection_end: float              # max(ejected_until): no ejection to check once now is past it
     has_quota: np.ndarray                 # bool: capacity known and limited
-    quota: np.ndarray                     # int64: the quota (0 where unknown)
-    pods: np.ndarray                      # int64: pods at the last probe
+    quota: np.ndarray                     # int64: the quota (0 where unknown); a row of quota_pods
+    pods: np.ndarray                      # int64: pods at the last probe; a row of quota_pods
     spare: np.ndarray                     # int64: quota - pods (UNLIMITED where capacity is unknown)
     quota_pods: np.ndarray                # int64 (2, n): quota and pods stacked, to sum both in one call
     in_flight: np.ndarray                 # int64: launches sent there that the probe cannot show yet
@@ -132,16 +132,7 @@ class MemberTable:
             chosen = members.tolist()
             hashes, weights = [hashes[i] for i in chosen], [weights[i] for i in chosen]
         r = key_hash(repo_key)
-        scores = []
-        for h, w in zip(hashes, weights):
-            h ^= r  # fmix64() and unit_score(), inlined
-            h ^= h >> 33
-            h = (h * _C1) & _MASK
-            h ^= h >> 33
-            h = (h * _C2) & _MASK
-            h ^= h >> 33
-            scores.append(w / -math.log(((h >> 11) + 0.5) * _UNIT) if w > 0 else -math.inf)
-        return np.array(scores, dtype=np.float64).reshape(n)
+        return np.array([unit_score(fmix64(h ^ r), w) for h, w in zip(hashes, weights)], dtype=np.float64).reshape(n)
 
     @classmethod
     def of(cls, views: Sequence[MemberView]) -> MemberTable:
@@ -155,6 +146,9 @@ class MemberTable:
         ]
         quotas = [v.status.quota for v in views]
         pods = [v.status.total_pods for v in views]
+        quota_pods = np.array([[q or 0 for q in quotas], pods], dtype=np.int64).reshape(2, n)
+        has_quota = np.array([q is not None for q in quotas], dtype=bool).reshape(n)
+        hashes = [key_hash(name) for name in names]
         ejected_until = [v.ejected_until for v in views]
         sites: dict[str, list[int]] = {}
         declared: dict[str, list[int]] = {}
@@ -168,20 +162,19 @@ class MemberTable:
             names=names,
             index={name: i for i, name in enumerate(names)},
             weight=np.array(weights, dtype=np.float64).reshape(n),
-            hashes=np.array([key_hash(name) for name in names], dtype=np.uint64).reshape(n),
+            hashes=np.array(hashes, dtype=np.uint64).reshape(n),
             ready=np.array(ready, dtype=bool).reshape(n),
             ejected_until=np.array(ejected_until, dtype=np.float64).reshape(n),
             last_ejection_end=max(ejected_until, default=0.0),
-            has_quota=np.array([q is not None for q in quotas], dtype=bool).reshape(n),
-            quota=np.array([q or 0 for q in quotas], dtype=np.int64).reshape(n),
-            pods=np.array(pods, dtype=np.int64).reshape(n),
-            quota_pods=np.array([[q or 0 for q in quotas], pods], dtype=np.int64).reshape(2, n),
-            spare=np.array([UNLIMITED if q is None else q - p for q, p in zip(quotas, pods)],
-                           dtype=np.int64).reshape(n),
+            has_quota=has_quota,
+            quota=quota_pods[0],
+            pods=quota_pods[1],
+            quota_pods=quota_pods,
+            spare=np.where(has_quota, quota_pods[0] - quota_pods[1], UNLIMITED),
             in_flight=np.array([v.in_flight for v in views], dtype=np.int64).reshape(n),
             sites={site: np.array(ix, dtype=np.intp) for site, ix in sites.items()},
             declared={repo: tuple(ix) for repo, ix in declared.items()},
-            python_lists=([key_hash(name) for name in names], [float(w) for w in weights]),
+            python_lists=(hashes, [float(w) for w in weights]),
         )
 
     def with_in_flight(self, in_flight: Mapping[str, int]) -> MemberTable:

@@ -96,12 +96,8 @@ class FederationView:
     @property
     def members(self) -> tuple[MemberView, ...]:
         if self._members is None:
-            assert self._base is not None
-            views = list(self._base)
-            for i, count in enumerate(self.table.in_flight.tolist()):
-                if count:
-                    views[i] = replace(views[i], in_flight=count)
-            self._members = tuple(views)
+            counts = self.table.in_flight.tolist()
+            self._members = tuple(self._counted(i, count) for i, count in enumerate(counts))
         return self._members
 
     @property
@@ -115,10 +111,13 @@ class FederationView:
         if i is None:
             return None
         if self._members is None:  # one member of a builder's view: leave the others unbuilt
-            assert self._base is not None
-            count = int(self.table.in_flight[i])
-            return replace(self._base[i], in_flight=count) if count else self._base[i]
+            return self._counted(i, int(self.table.in_flight[i]))
         return self._members[i]
+
+    def _counted(self, i: int, count: int) -> MemberView:
+        """A builder's view of member `i`: its base view with `count` launches in flight."""
+        assert self._base is not None
+        return replace(self._base[i], in_flight=count) if count else self._base[i]
 
     def __repr__(self) -> str:
         return f"FederationView(members={self.members!r}, now={self.now!r}, cache={self.cache!r})"
