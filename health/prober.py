@@ -21,6 +21,7 @@ from federation.membership import Membership
 from federation.store import Store
 from hub.client import HubClient, MemberError
 from hub.models import HealthReport, MemberResponseError
+from hub.tasks import cancel_and_wait
 
 log = logging.getLogger("binderfed.prober")
 
@@ -162,10 +163,7 @@ class Prober:
 
     async def stop(self, *, release: bool = True) -> None:
         """Stop probing. `release=False` leaves the lease to expire, as a crashed replica would."""
-        tasks = [t for t in [self._task, *self._running.values()] if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*(t for t in [self._task, *self._running.values()] if t is not None))
         if self.is_leader and release:
             try:
                 await self.store.release_lease(LEASE, self.holder)

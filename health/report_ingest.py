@@ -41,6 +41,7 @@ from federation.reports import (
 from federation.store import Store
 from hub.models import HealthReport
 from hub.report import REPORT_KEY_PREFIX, MemberReport
+from hub.tasks import cancel_and_wait
 
 log = logging.getLogger("binderfed.reports")
 
@@ -121,19 +122,13 @@ class ReportIngest:
         self._token_problems: dict[str, str] = {}
         self._failing = False
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     async def start(self) -> None:
-        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="report-ingest")
 
     async def stop(self) -> None:
         if self._task is not None:
-            # The flag ends the loop even if a Redis call swallowed the cancellation
-            # (seen once: a teardown waited 120 s on a loop that kept polling).
-            self._stopping = True
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
         await self.inbox.close()
 
@@ -155,7 +150,7 @@ class ReportIngest:
 
     # -- the loop ------------------------------------------------------------------------
     async def _run(self) -> None:
-        while not self._stopping:
+        while True:
             try:
                 await self.poll_once()
                 if self._failing:

@@ -63,6 +63,7 @@ from typing import Any, Callable, Iterable, Mapping
 from . import images
 from .kube import Backoff, KubeReader, NodeInfo, PodBook, PodInfo, PodWatcher, api_status, default_config_loader, node_info
 from .report import Capacity, CachedImage, MemberReport, RunningRepo, Usage, report_key, seal
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("binderfed.agent")
 
@@ -319,8 +320,7 @@ class Agent:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
         for watcher in self.watchers:
             await watcher.stop()
