@@ -17,7 +17,10 @@ Rendezvous scores are computed here too, for all members at once (`rendezvous_sc
 `fmix64` is MurmurHash3's 64-bit finaliser, a bijection whose every output bit depends
 on every input bit, so one BLAKE2b per launch and a few vector operations per member
 replace a BLAKE2b per member. Any implementation can reproduce the ranking from this
-description; `federation.policy.rendezvous_score` is the one-member reference.
+description; `federation.policy.rendezvous_score` is the one-member reference. (Beyond
+`SMALL` members the logarithm is numpy's, which on some CPUs differs from the C
+library's by one unit in the last place, a score by two; only two scores that close
+could rank differently, which no real pair of members and repository comes close to.)
 """
 
 from __future__ import annotations

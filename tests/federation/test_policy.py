@@ -8,6 +8,7 @@ import random
 import re
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pytest
 
 from federation.config import DataRule, PolicySettings
@@ -425,12 +426,19 @@ def test_rendezvous_score_is_the_documented_hash():
 
 @pytest.mark.parametrize("count", [3, SMALL, SMALL + 1, 50])
 def test_placement_scores_equal_the_one_member_reference(count):
-    """The scores placement computes (per member for a few, numpy beyond) are exactly rendezvous_score()."""
+    """The scores placement computes (per member for a few, numpy beyond) are rendezvous_score(), to the
+    last bits (numpy's vector log may differ from libm's by one ulp on CPUs with AVX-512, so a score by two),
+    and rank the members in the same order."""
     names = [f"member-{i}" for i in range(count)]
     weights = [0.0 if i == 2 else 1 + i % 4 for i in range(count)]
     table = fed(*(mv(n, weight=w) for n, w in zip(names, weights))).table
     for repo in REPOS[:20]:
-        assert table.rendezvous_scores(repo).tolist() == [rendezvous_score(n, repo, w) for n, w in zip(names, weights)]
+        scores = table.rendezvous_scores(repo)
+        reference = np.array([rendezvous_score(n, repo, w) for n, w in zip(names, weights)])
+        if count <= SMALL:
+            assert scores.tolist() == reference.tolist()
+        np.testing.assert_array_max_ulp(scores, reference, maxulp=2)
+        assert np.argsort(-scores, kind="stable").tolist() == np.argsort(-reference, kind="stable").tolist()
 
 
 # -- weighted random -------------------------------------------------------------------------
