@@ -110,16 +110,23 @@ def _check_federation(url: str) -> str:
     return url.rstrip("/")
 
 
+# The characters JavaScript's encodeURI() leaves as they are (besides letters, digits and "-_.~").
+_ENCODE_URI_SAFE = ";,/?:@&=+$!*'()#"
+
+
 def _urlpath(query: str) -> str:
-    """What BinderHub's launch page opens: `urlpath`, else `labpath` / `filepath` as paths."""
-    params = parse_qs(query, keep_blank_values=False)
-    if params.get("urlpath"):
-        return params["urlpath"][0].strip()
-    if params.get("labpath"):
-        return "lab/tree/" + quote(params["labpath"][0].lstrip("/"), safe="/")
-    if params.get("filepath"):
-        return "tree/" + quote(params["filepath"][0].lstrip("/"), safe="/")
-    return ""
+    """What BinderHub's launch page opens (binderhub-client's `LaunchSpec.fromSearchParams`):
+    `urlpath`; a legacy `labpath` wins over it as `doc/tree/<path>`, else a `filepath` as
+    `tree/<path>` (one trailing `/` dropped, escaped as encodeURI does)."""
+    params = parse_qs(query, keep_blank_values=True)
+    urlpath = params["urlpath"][0].strip() if params.get("urlpath") else ""
+    for name, prefix in (("labpath", "doc/tree/"), ("filepath", "tree/")):
+        if name in params:
+            path = params[name][0]
+            path = path[:-1] if path.endswith("/") else path
+            urlpath = prefix + quote(path, safe=_ENCODE_URI_SAFE)
+            break
+    return urlpath
 
 
 def server_url(event: Mapping[str, Any], urlpath: str = "") -> str:

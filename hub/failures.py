@@ -17,10 +17,18 @@ Infrastructure failures (`classify_failure` returns an `InfraFailure`):
   or the repository's quota on that member is used up ("Too many users running
   <repo>! Try again soon."): another member has its own pods and quotas;
 - a `failed` event with a 5xx `status_code`: BinderHub's in-band report of a
-  launch that failed after its own retries (the member's JupyterHub or cluster).
+  launch that failed after its own retries (the member's JupyterHub or cluster);
+- a `failed` event "Error resolving ref for <provider>:<spec>: <error>" (BinderHub's
+  wording when its repository provider's API call raised) whose error is the
+  member's way to the provider failing: no connection, a timeout, a name that does
+  not resolve, an HTTP 5xx, or the member's own API budget or credentials refused
+  (GitHub's "rate limit exceeded", HTTP 401/403). Another member has its own
+  network and its own API token. An error naming the repository (HTTP 404, 422, a
+  ref that does not exist: "Could not resolve ref ...") is the launch's own.
 
 Everything else is not retried (`None`): a build error in the repository (it
-would fail everywhere), an unknown or malformed spec, a banned repository, a rate
+would fail everywhere), a ref or record the provider does not know, an unknown or
+malformed spec, a banned repository, a rate
 limit or a refused build token (about this visitor on this member), and every
 event that is not a failure.
 """
@@ -28,6 +36,7 @@ event that is not a failure.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from .client import MemberHTTPError, MemberStalled, MemberStreamEnded, MemberUnreachable
@@ -48,6 +57,7 @@ class FailureCause(str, enum.Enum):
     MEMBER_FULL = "member_full"      # "Too many users on this BinderHub"
     REPO_QUOTA = "repo_quota"        # "Too many users running <repo>"
     LAUNCH_FAILED = "launch_failed"  # failed event with a 5xx status_code
+    PROVIDER_API = "provider_api"    # "Error resolving ref ...": the member could not ask the provider
 
     def __str__(self) -> str:
         return self.value
@@ -88,6 +98,34 @@ def classify_failure(item: BuildEvent | BaseException) -> InfraFailure | None:
     return None
 
 
+# BinderHub's message when `provider.get_resolved_ref()` raised (binderhub/builder.py).
+RESOLVE_ERROR_PREFIX = "error resolving ref for "
+
+# In the error after it: what says the member's way to the provider API failed. The
+# errors come from tornado's HTTP client ("HTTP 599: Connection refused", "HTTP 503:
+# Service Unavailable", "Timeout during request"), from the OS ("[Errno 111] Connection
+# refused", "[Errno -3] Temporary failure in name resolution"), from GitHub's provider
+# ("GitHub rate limit exceeded. Try again in 5 minutes.") or from `git ls-remote`
+# ("Could not resolve host", "Failed to connect").
+_PROVIDER_API_DOWN = re.compile(
+    r"connection (?:refused|reset|aborted|closed)|timed? ?out|timeout|name resolution|name or service not known"
+    r"|could not resolve host|failed to connect|network is unreachable|no route to host|stream closed"
+    r"|ssl|certificate|rate limit|\bHTTP (?:5\d\d|401|403)\b",
+    re.IGNORECASE,
+)
+
+
+def _provider_api_failure(message: str) -> InfraFailure | None:
+    """An `InfraFailure` for BinderHub's "Error resolving ref for <key>: <error>" when
+    the error is the member's provider API call failing, not the repository."""
+    if not message.lower().startswith(RESOLVE_ERROR_PREFIX):
+        return None
+    _, _, error = message.partition(": ")
+    if not _PROVIDER_API_DOWN.search(error):
+        return None
+    return InfraFailure(FailureCause.PROVIDER_API, "it could not reach the repository provider: " + error[:120])
+
+
 def _classify_event(event: BuildEvent) -> InfraFailure | None:
     if event.phase.lower() != "failed":
         return None
@@ -97,6 +135,9 @@ def _classify_event(event: BuildEvent) -> InfraFailure | None:
         return InfraFailure(FailureCause.REPO_QUOTA, "this repository's quota there is used up")
     if lowered.startswith("too many users"):
         return InfraFailure(FailureCause.MEMBER_FULL, "member full")
+    provider = _provider_api_failure(message)
+    if provider is not None:
+        return provider
     status = event.data.get("status_code")
     if isinstance(status, int) and not isinstance(status, bool) and 500 <= status <= 599:
         return InfraFailure(FailureCause.LAUNCH_FAILED, f"launch failed there (status {status})")

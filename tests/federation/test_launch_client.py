@@ -39,7 +39,7 @@ def test_provider_spec_needs_a_federation(monkeypatch):
     monkeypatch.delenv("BINDERFED_URL", raising=False)
     target = parse_target("gh/org/repo/HEAD?labpath=my%20notebook.ipynb", "http://127.0.0.1:8080")
     assert target.provider_spec == "gh/org/repo/HEAD"
-    assert target.urlpath == "lab/tree/my%20notebook.ipynb"
+    assert target.urlpath == "doc/tree/my%20notebook.ipynb"
     assert parse_target("/repo/org/repo", "http://h").provider_spec == "gh/org/repo/HEAD"
     with pytest.raises(LaunchError) as info:
         parse_target("gh/org/repo/HEAD")
@@ -59,6 +59,19 @@ def test_bad_input_is_exit_code_2(text, federation):
     with pytest.raises(LaunchError) as info:
         parse_target(text, federation)
     assert info.value.code == BAD_INPUT
+
+
+@pytest.mark.parametrize("query, urlpath", [
+    ("urlpath=lab/tree/a.ipynb", "lab/tree/a.ipynb"),
+    ("labpath=notebooks/", "doc/tree/notebooks"),            # one trailing slash dropped
+    ("labpath=a%20b.ipynb&urlpath=lab", "doc/tree/a%20b.ipynb"),  # labpath wins, as on BinderHub's page
+    ("filepath=src/x.py", "tree/src/x.py"),
+    ("labpath=l.ipynb&filepath=f.py", "doc/tree/l.ipynb"),
+    ("labpath=%C3%A9t%C3%A9.ipynb", "doc/tree/%C3%A9t%C3%A9.ipynb"),  # escaped as encodeURI does
+    ("", ""),
+])
+def test_what_to_open_follows_binderhubs_launch_page(query, urlpath):
+    assert parse_target(f"https://b.example/v2/gh/o/r/HEAD?{query}").urlpath == urlpath
 
 
 def test_server_url_carries_token_and_urlpath():
@@ -198,4 +211,4 @@ async def test_stream_mode_federation_relays_the_build_itself(start_devhub, star
     done = await run_binderfed("launch", f"{router.url}/v2/{REPO}?labpath=index.ipynb")
     assert done.returncode == 0, done.stdout + done.stderr
     url = done.stdout.strip().splitlines()[-1]
-    assert url.startswith(hub.url + "/user/") and "/lab/tree/index.ipynb?token=" in url
+    assert url.startswith(hub.url + "/user/") and "/doc/tree/index.ipynb?token=" in url

@@ -45,11 +45,32 @@ def test_member_side_failed_events_are_infrastructure(fields, cause):
     assert failure is not None and failure.cause is cause
 
 
+@pytest.mark.parametrize("message", [
+    # BinderHub's wording (builder.py) around errors its repository providers raise
+    "Error resolving ref for gh:org/repo/HEAD: HTTP 599: Connection refused",
+    "Error resolving ref for gh:org/repo/HEAD: [Errno 111] Connection refused",
+    "Error resolving ref for gh:org/repo/HEAD: [Errno -3] Temporary failure in name resolution",
+    "Error resolving ref for gh:org/repo/HEAD: HTTP 599: Timeout during request",
+    "Error resolving ref for gh:org/repo/HEAD: HTTP 502: Bad Gateway",
+    "Error resolving ref for gh:org/repo/HEAD: GitHub rate limit exceeded. Try again in 5 minutes.",
+    "Error resolving ref for gh:org/repo/HEAD: HTTP 403: Forbidden",
+    "Error resolving ref for git:https%3A%2F%2Fexample.org%2Fr.git/main: Unable to run git ls-remote to get the "
+    "`resolved_ref`: fatal: unable to access 'https://example.org/r.git/': Could not resolve host: example.org",
+])
+def test_the_members_provider_api_failing_is_infrastructure(message):
+    failure = classify_failure(BuildEvent.make(phase="failed", message=message + "\n"))
+    assert failure is not None and failure.cause is FailureCause.PROVIDER_API
+    assert "repository provider" in failure.detail
+
+
 @pytest.mark.parametrize("fields", [
     # the repository itself: it would fail on every member
     {"phase": "failed", "message": "Error during build: The command '/bin/sh -c pip install' returned a non-zero code: 1\n"},
     {"phase": "failure", "message": "Error during build\n"},
     {"phase": "failed", "message": "Could not resolve ref for gh:org/repo/nope. Double check your URL.\n"},
+    {"phase": "failed", "message": "Error resolving ref for zenodo:10.5281/zenodo.1: HTTP 404: Not Found\n"},
+    {"phase": "failed", "message": "Error resolving ref for git:x/main: Unable to run git ls-remote to get the "
+                                   "`resolved_ref`: fatal: repository 'https://example.org/x/' not found\n"},
     {"phase": "failed", "message": "Sorry, org/repo/HEAD has been temporarily disabled from launching.\n"},
     # the request or the visitor, on this member
     {"phase": "failed", "message": "Bad Request\n", "status_code": 400},
