@@ -98,13 +98,13 @@ async def record(ctx: RouterContext, launch: LaunchRequest, decision: Decision, 
 
     With a `limit` (see `Store.record_launch`), only while the member has fewer launches
     in flight; returns whether the launch was counted. `count_repo`: a new launch, also
-    counted towards its repository's cap (`limits.repo_concurrency`); a failover attempt
-    of a launch already counted is not.
+    counted towards its repository's cap (`limits.repo_cap`); a failover attempt of a
+    launch already counted is not.
     """
     assert decision.member is not None
     event = launch_event(launch, decision)
     caps = ctx.config.limits
-    repo_key = launch.repo_key if count_repo and caps.enabled and caps.repo_concurrency > 0 else None
+    repo_key = launch.repo_key if count_repo and limits.repo_cap(caps, launch) > 0 else None
     if not await ctx.store.record_launch(decision.member.name, ctx.config.policy.in_flight_ttl, event, limit=limit,
                                          repo_key=repo_key, repo_ttl=caps.repo_launch_ttl):
         return False
@@ -135,6 +135,8 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
         ctx.metrics.refused.labels("bad_path").inc()
         log.info("refused malformed launch path %r: %s", request.raw_path[:200], exc.message)
         return refuse(family_of(request.path), 400, "Not a Binder launch link", exc.message)
+    if request.method == "HEAD":
+        return head_answer(ctx, launch)
     # Bans and rate limits, before placement; relayed /build/ streams come through here too.
     refusal = await limits.check_limits(ctx, request, launch)
     if refusal is not None:
@@ -162,6 +164,16 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
     log.info("launch %s -> %s (%s)", launch.provider_spec, member.name, decision.reason,
              extra={"member": member.name, "reason": decision.reason, "repo_key": launch.repo_key})
     return response
+
+
+def head_answer(ctx: RouterContext, launch: LaunchRequest) -> web.Response:
+    """HEAD of a launch link (link checkers, previews): whether it would launch, without
+    placing it, counting it in flight or against any limit."""
+    rule = limits.ban_for(ctx.config.limits, launch)
+    if rule is not None:
+        return refuse(launch.family, 403, "Repository not available", rule.message or limits.BANNED_MESSAGE)
+    content_type = "text/event-stream" if launch.family == "build" else "text/html"
+    return web.Response(status=200, headers={**CORS_HEADERS, "Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 async def handle_preflight(request: web.Request) -> web.Response:

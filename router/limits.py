@@ -12,18 +12,26 @@ it returns None to let the launch through, or the refusal to answer with:
   `router.trusted_proxies`) in a fixed window.
 - **rate_limit_repo** (`limits.per_repo`): too many launches of one repository (all
   refs, all clients) in a fixed window.
-- **repo_cap** (`limits.repo_concurrency`): the repository already has that many
-  launches in progress across the federation: launches routed within the last
+- **repo_cap** (`limits.repo_concurrency` and `limits.repo_concurrency_overrides`,
+  like BinderHub's `per_repo_quota` and `spec_config`; `repo_cap()` is the one place
+  that says which cap a launch has): the repository already has that many launches
+  in progress across the federation: launches routed within the last
   `repo_launch_ttl` seconds (counted in the store when `launch.admit` records them),
   plus, with agent reports, its running user servers on every member.
+
+The defaults refuse nothing but bans: per-client and per-repository windows are off
+(members see each visitor's address and rate-limit it themselves; a classroom behind
+one NAT or a viral repository must not be turned away here) and there is no
+repository cap (each member's own per-repo quota applies).
 
 Over a limit: 429 with `Retry-After` (in-band `status_code` 429 on `/build/`). The
 counters live in the store (`Store.limit_launch`: one round trip for all of them), so
 replicas sharing a Redis store share them too. Limits are read from `ctx.config` per
 request, so a config reload (a new ban, say) applies to the next launch.
 
-Only requests that place a launch are counted: every `/build/`, and `/v2/` and
-`/repo/` in redirect mode. In stream mode `/v2/` serves the router's own launch page,
+Only GET requests that place a launch are counted: every `/build/`, and `/v2/` and
+`/repo/` in redirect mode. HEAD requests (link checkers) are answered by
+`router.launch` without placing or counting anything. In stream mode `/v2/` serves the router's own launch page,
 whose `/build/` stream is the launch; the page itself is only checked against bans.
 Each refusal counts in `federation_refused_launches_total{cause}` and is logged with
 its cause.
@@ -59,6 +67,27 @@ def _window(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
+def repo_cap(limits: LimitSettings, launch: LaunchRequest) -> int:
+    """The most launches of `launch`'s repository that may be in progress at once across
+    the federation; 0 = no cap (also while `limits.enabled` is off).
+
+    `limits.repo_concurrency`, unless rules of `limits.repo_concurrency_overrides` match
+    the launch's `<provider>/<spec>`: as BinderHub applies `spec_config` (every rule in
+    order, `re.match` ignoring case, the last match wins), tried on the spec as in the
+    path and percent-decoded.
+    """
+    if not limits.enabled:
+        return 0
+    cap = limits.repo_concurrency
+    if limits.repo_concurrency_overrides:
+        raw = launch.provider_spec
+        decoded = unquote(raw)
+        for rule in limits.repo_concurrency_overrides:
+            if rule.pattern.match(raw) or rule.pattern.match(decoded):
+                cap = rule.concurrency
+    return cap
+
+
 def places_launch(ctx: RouterContext, launch: LaunchRequest) -> bool:
     """Whether answering this request places a launch (and so counts against the limits)."""
     return launch.family == "build" or ctx.config.router.forward_for(launch.family) == "redirect"
@@ -87,7 +116,7 @@ async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchR
     if limits.per_repo.active:
         checks.append(("rate_limit_repo", RateCheck("repo:" + launch.repo_key, limits.per_repo.launches,
                                                     limits.per_repo.window)))
-    cap = limits.repo_concurrency
+    cap = repo_cap(limits, launch)
     if not checks and cap <= 0:
         return None
     state = await ctx.store.limit_launch([rate for _, rate in checks], launch.repo_key if cap > 0 else None)

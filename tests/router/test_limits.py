@@ -20,7 +20,9 @@ from federation.config import AgentToken, BanRule, LimitSettings, RateLimit, Rep
 from federation.members import Member, MemberState, MemberStatus
 from federation.store import open_store
 from hub.report import Capacity, MemberReport, RunningRepo, Usage, report_key, seal
+from federation.spec import parse_launch
 from router.clients import client_key, forwarded_chain
+from router.limits import repo_cap
 from tests.conftest import fast_config
 from tests.support.waiting import eventually
 
@@ -63,6 +65,45 @@ async def refused(http, router, cause: str) -> float:
         text = await response.text()
     match = re.search(rf'^federation_refused_launches_total\{{cause="{cause}"\}} (\S+)$', text, re.M)
     return float(match.group(1)) if match else -1.0
+
+
+# -- the defaults -----------------------------------------------------------------------------
+
+
+def with_default_limits(trusted: tuple[str, ...] = ()) -> config_mod.FederationConfig:
+    """The test members with the `limits` a config file that says nothing about them gets."""
+    config = fast_config(list(MEMBERS))
+    return replace(config, limits=config_mod.parse({}).limits,
+                   router=replace(config.router, trusted_proxies=trusted, cookie_max_age_hours=0))
+
+
+async def test_default_limits_serve_a_classroom_behind_one_address(router_with, http):
+    # 60 students behind one NAT launch the workshop's repository within minutes.
+    router = await router_with(with_default_limits())
+    statuses = [(await get(http, router, "/v2/gh/workshop-org/python-101/main"))[0] for _ in range(60)]
+    assert statuses == [307] * 60
+    assert await refused(http, router, "rate_limit_client") == 0
+
+
+async def test_default_limits_serve_a_viral_repository(router_with, http):
+    # 1,000 launches of one repository from 200 addresses (behind the trusted load balancer).
+    router = await router_with(with_default_limits(trusted=("127.0.0.1",)))
+    statuses = [(await get(http, router, f"/build/gh/viral/notebook/HEAD",
+                           {"X-Forwarded-For": f"198.51.{i % 200 // 100}.{i % 100}"}))[0] for i in range(1000)]
+    assert statuses.count(307) == 1000
+    assert sum([await refused(http, router, cause) for cause in ("rate_limit_client", "rate_limit_repo", "repo_cap")]) == 0
+
+
+async def test_head_requests_neither_count_nor_place(router_with, http):
+    router = await router_with(limited(per_client=RateLimit(1, 60), banned=BANS))
+    for path in ("/v2/gh/org/repo/HEAD", "/build/gh/org/repo/HEAD", "/repo/org/repo"):
+        async with http.head(router.url + path, allow_redirects=False) as response:
+            assert response.status == 200 and "Location" not in response.headers
+    async with http.head(router.url + "/v2/gh/evil-org/x/HEAD", allow_redirects=False) as response:
+        assert response.status == 403
+    assert sum((await router.ctx.store.in_flight()).values()) == 0         # nothing placed
+    assert (await get(http, router, "/v2/gh/org/repo/HEAD"))[0] == 307       # the one launch of the budget
+    assert (await get(http, router, "/v2/gh/org/repo/HEAD"))[0] == 429
 
 
 # -- per client ------------------------------------------------------------------------------
@@ -144,6 +185,35 @@ async def test_repo_cap_counts_launches_in_progress_until_their_ttl(router_with,
     # Once the launches stop counting (repo_launch_ttl), the repository launches again.
     await eventually(lambda: _status(http, router, "/v2/gh/org/repo/c", 307), timeout=5, what="the cap to lift")
     assert await refused(http, router, "repo_cap") >= 1
+
+
+def overrides(*rules: tuple[str, int]) -> tuple[config_mod.RepoCapRule, ...]:
+    return config_mod.parse({"limits": {"repo_concurrency_overrides": [
+        {"pattern": p, "concurrency": c} for p, c in rules]}}).limits.repo_concurrency_overrides
+
+
+def test_repo_cap_overrides_match_like_binderhubs_spec_config():
+    limits = LimitSettings(repo_concurrency=100, repo_concurrency_overrides=overrides(
+        ("^gh/MNGuenther/hackanexoplanet-env", 300), ("gh/petlja/", 50), ("^gh/petlja/closed", 0),
+        ("^git/https://gitlab.example/", 7)))
+
+    def cap(path: str) -> int:
+        return repo_cap(limits, parse_launch(path))
+
+    assert cap("/v2/gh/mnguenther/HackAnExoplanet-env/main") == 300        # ignoring case
+    assert cap("/v2/gh/petlja/course/HEAD") == 50                           # re.match: from the start
+    assert cap("/v2/gh/petlja/closed-course/HEAD") == 0                     # the last match wins; 0: no cap
+    assert cap("/v2/gh/other/petlja/HEAD") == 100                           # not at the start: the default
+    assert cap("/v2/git/https%3A%2F%2Fgitlab.example%2Fr.git/HEAD") == 7    # percent-decoded too
+    assert repo_cap(replace(limits, enabled=False), parse_launch("/v2/gh/petlja/course/HEAD")) == 0
+
+
+async def test_repo_cap_override_for_a_workshop_with_no_default_cap(router_with, http):
+    router = await router_with(limited(repo_concurrency=0, repo_concurrency_overrides=overrides(("^gh/workshop/", 3))))
+    statuses = [(await get(http, router, f"/v2/gh/workshop/day-1/ref{i}"))[0] for i in range(4)]
+    assert statuses == [307, 307, 307, 429]
+    assert [(await get(http, router, "/v2/gh/org/repo/HEAD"))[0] for _ in range(5)] == [307] * 5   # no cap
+    assert await refused(http, router, "repo_cap") == 1
 
 
 async def _status(http, router, path: str, expected: int) -> bool:
@@ -262,8 +332,10 @@ async def test_limits_off_and_every_refusal_cause_exported(router_with, http):
 
 def test_limits_config_defaults_and_demo():
     limits = config_mod.parse({}).limits
-    assert limits.enabled and limits.per_client == RateLimit(30, 600) and limits.per_repo == RateLimit(60, 600)
-    assert limits.repo_concurrency == 100 and limits.banned == ()
+    # Nothing counts by default: members rate-limit visitors themselves (see the classroom below).
+    assert limits.enabled and limits.per_client == RateLimit(0, 600) and limits.per_repo == RateLimit(0, 600)
+    assert limits.repo_concurrency == 0 and limits.repo_concurrency_overrides == () and limits.banned == ()
+    assert limits == LimitSettings()
     assert config_mod.load(config_mod.DEMO_CONFIG).limits.enabled is False
     parsed = config_mod.parse({"limits": {"per_client": {"launches": 5}, "banned": [{"pattern": "^gh/x/"}]}}).limits
     assert parsed.per_client == RateLimit(5, 600) and parsed.ban_for("gh/X/y/HEAD") is not None
