@@ -111,6 +111,20 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class LandingProxySettings:
+    """`router.landing_proxy`: bounds on serving the prime member's pages (`landing: proxy`)."""
+
+    connect_timeout: float = 5.0     # to open the connection to the prime
+    timeout: float = 20.0            # until the prime's response headers (then 504)
+    read_timeout: float = 20.0       # silence while its body streams
+    total_timeout: float = 120.0     # one whole page or asset
+    max_body_bytes: int = 50 * 1024 * 1024
+
+
+LANDING_MODES = ("page", "prime", "proxy")
+
+
+@dataclass(frozen=True)
 class RouterSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -119,6 +133,7 @@ class RouterSettings:
     cookie_max_age_hours: float = 4.0
     retry_after: int = 30
     landing: str = "page"
+    landing_proxy: LandingProxySettings = field(default_factory=LandingProxySettings)
     trusted_proxies: tuple[str, ...] = ()
     stream: StreamSettings = field(default_factory=StreamSettings)
 
@@ -196,18 +211,31 @@ class BanRule:
 
 
 @dataclass(frozen=True)
+class RepoCapRule:
+    """A repository cap other than `repo_concurrency` for launches whose `<provider>/<spec>` matches
+    `pattern` (from its start, ignoring case), like a BinderHub `spec_config` entry with a `quota`."""
+
+    pattern: re.Pattern[str]
+    concurrency: int
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     """`limits`: abuse limits applied before a launch is placed (router.limits).
 
-    Counting limits (`per_client`, `per_repo`, `repo_concurrency`) apply while `enabled`;
+    Counting limits (`per_client`, `per_repo`, the repository cap) apply while `enabled`;
     the ban list always applies. Counters live in the store, so replicas share them.
+    The defaults refuse nothing but banned repositories: members see the visitor's
+    address and rate-limit it themselves, and a workshop or a viral repository must not
+    be turned away at the edge. `router.limits.repo_cap` says which cap a launch has.
     """
 
     enabled: bool = True
-    per_client: RateLimit = field(default_factory=lambda: RateLimit(30, 600.0))
-    per_repo: RateLimit = field(default_factory=lambda: RateLimit(60, 600.0))
-    repo_concurrency: int = 100     # launches of one repository in progress at once; 0 = no cap
-    repo_launch_ttl: float = 300.0  # seconds one launch counts towards repo_concurrency
+    per_client: RateLimit = field(default_factory=lambda: RateLimit(0, 600.0))
+    per_repo: RateLimit = field(default_factory=lambda: RateLimit(0, 600.0))
+    repo_concurrency: int = 0       # launches of one repository in progress at once; 0 = no cap
+    repo_concurrency_overrides: tuple[RepoCapRule, ...] = ()
+    repo_launch_ttl: float = 300.0  # seconds one launch counts towards the repository cap
     banned: tuple[BanRule, ...] = ()
 
     def ban_for(self, provider_spec: str) -> BanRule | None:
@@ -287,6 +315,7 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
     if isinstance(router_data.get("forward"), dict):
         router_data["forward"] = ForwardModes(**router_data["forward"])
     router_data["stream"] = StreamSettings(**router_data.get("stream", {}))
+    router_data["landing_proxy"] = LandingProxySettings(**router_data.get("landing_proxy", {}))
     return FederationConfig(
         members=members,
         health=health,
@@ -330,6 +359,10 @@ def _limits(data: Mapping[str, Any]) -> LimitSettings:
     # Case-insensitive, as BinderHub's banned_specs: GitHub does not tell Org/Repo from org/repo.
     settings["banned"] = tuple(BanRule(re.compile(rule["pattern"], re.IGNORECASE), rule.get("message", ""))
                                for rule in settings.get("banned", []))
+    # As BinderHub's spec_config: re.match (from the start), ignoring case.
+    settings["repo_concurrency_overrides"] = tuple(
+        RepoCapRule(re.compile(rule["pattern"], re.IGNORECASE), int(rule["concurrency"]))
+        for rule in settings.get("repo_concurrency_overrides", []))
     if "repo_launch_ttl" in settings:
         settings["repo_launch_ttl"] = float(settings["repo_launch_ttl"])
     return LimitSettings(**settings)

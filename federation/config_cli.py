@@ -58,7 +58,9 @@ def _import_run(args: argparse.Namespace) -> int:
         return 1
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    text = "# Converted from the mybinder.org redirector config " + Path(args.file).name + "\n"
+    text = ("# Converted from the mybinder.org redirector config " + Path(args.file).name + "\n"
+            "# with the redirector's behaviour: its defaults for keys the file does not set, the prime's\n"
+            "# pages proxied (router.landing: proxy) and no launch limits (limits.enabled: false).\n")
     text += yaml.safe_dump(converted, sort_keys=False)
     write_output(text, args.output)
     return 0

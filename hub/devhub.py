@@ -17,7 +17,10 @@ relies on (DESIGN.md, "Member BinderHub API"):
 - `GET /user/<name>/...`: a "Jupyter server" page guarded by the launch token; idle
   servers are culled after `idle_cull_seconds`;
 - `GET /v2/<provider>/<spec>`: a minimal launch page that follows the build stream
-  and redirects to the server, as BinderHub's UI does.
+  and redirects to the server, as BinderHub's UI does;
+- BinderHub's other pages, for a router that serves the prime's pages
+  (`router.landing: proxy`): `/` linking a stylesheet `/static/devhub.css` (gzip-
+  compressed when the client accepts it), `/about`.
 
 Pods are counted like BinderHub's health check does: one build pod while a build
 runs, one user pod from the start of `launching` until the server is culled.
@@ -27,8 +30,10 @@ Failure injection (`DevHubFaults`) can be changed at runtime with
 `GET /_devhub/faults`, set in code with `DevHub.faults = ...` / `set_faults(...)`.
 `POST /_devhub/reset` restores the faults the hub was created with and forgets all
 servers and cached images. `GET /_devhub/state` shows pods, servers, images and the
-last `/build/` requests (with the client addresses they carried). These endpoints
-are unauthenticated: bind a dev member to loopback only.
+last `/build/` requests (with the client addresses they carried). `GET
+/_devhub/request` answers the request it got (method, path, query, headers) as JSON
+with a `Set-Cookie`, or with `?redirect=<url>` a 302 there: what a proxy in front
+passed on. These endpoints are unauthenticated: bind a dev member to loopback only.
 """
 
 from __future__ import annotations
@@ -492,6 +497,8 @@ class DevHub:
     def create_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/", self._index)
+        app.router.add_get("/about", self._about)
+        app.router.add_get("/static/devhub.css", self._stylesheet)
         app.router.add_get("/health", self._health)
         app.router.add_get("/versions", self._versions)
         app.router.add_get("/build/{provider}/{spec:.+}", self._build)
@@ -502,6 +509,7 @@ class DevHub:
         app.router.add_post("/_devhub/faults", self._post_faults)
         app.router.add_post("/_devhub/reset", self._post_reset)
         app.router.add_get("/_devhub/state", self._get_state)
+        app.router.add_get("/_devhub/request", self._echo_request)
         app.on_shutdown.append(self._on_shutdown)
         app.cleanup_ctx.append(self._culler)
         return app
@@ -830,14 +838,44 @@ class DevHub:
         name = html.escape(self.settings.name)
         body = (
             "<!doctype html>\n<html><head><meta charset='utf-8'>"
-            f"<title>devhub {name}</title></head><body>\n"
+            f"<title>devhub {name}</title><link rel='stylesheet' href='/static/devhub.css'></head><body>\n"
             f"<h1>devhub {name}</h1>\n"
             "<p>A development member for binder-federation; it speaks the member BinderHub API "
             "but is not a BinderHub and runs nothing.</p>\n"
             "<ul><li><a href='/health'>/health</a></li><li><a href='/versions'>/versions</a></li>"
+            "<li><a href='/about'>/about</a></li>"
             "<li><a href='/_devhub/state'>/_devhub/state</a></li></ul>\n</body></html>\n"
         )
         return web.Response(text=body, content_type="text/html")
+
+    async def _about(self, request: web.Request) -> web.StreamResponse:
+        name = html.escape(self.settings.name)
+        body = (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>About devhub {name}</title></head>"
+                f"<body><h1>About devhub {name}</h1><p>BinderHub {html.escape(self.settings.version)} "
+                "(development member)</p></body></html>\n")
+        return web.Response(text=body, content_type="text/html")
+
+    async def _stylesheet(self, request: web.Request) -> web.StreamResponse:
+        # Large enough to be worth compressing, as BinderHub's bundled assets are.
+        rules = "".join(f".devhub-{i} {{ margin: {i}px; }}\n" for i in range(400))
+        response = web.Response(text="body { font-family: sans-serif; }\n" + rules, content_type="text/css",
+                                headers={"Cache-Control": "max-age=3600", "ETag": '"devhub-css-1"'})
+        response.enable_compression()  # gzip or deflate when the client's Accept-Encoding allows it
+        return response
+
+    async def _echo_request(self, request: web.Request) -> web.StreamResponse:
+        target = request.query.get("redirect")
+        if target:
+            raise web.HTTPFound(target)
+        response = web.json_response({
+            "method": request.method,
+            "path": request.rel_url.raw_path,
+            "query": request.rel_url.raw_query_string,
+            "headers": [[name, value] for name, value in request.headers.items()],
+            "peer": request.remote,
+        })
+        response.set_cookie("devhub-seen", "1")
+        return response
 
     async def _v2(self, request: web.Request) -> web.StreamResponse:
         provider_spec = request.rel_url.raw_path[len("/v2/") :]

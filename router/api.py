@@ -11,6 +11,7 @@ from federation.members import MemberState
 from federation.policy import place
 from federation.spec import SpecError, parse_launch
 
+from . import landing as landing_proxy
 from .context import CONTEXT, RouterContext
 from .pages import CORS_HEADERS, html_page
 
@@ -124,6 +125,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def landing(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
+    if ctx.config.router.landing == "proxy":
+        return await landing_proxy.handle(request)   # the prime's own front page
     if ctx.config.router.landing == "prime":
         prime = next((m for m in ctx.membership.members() if m.prime), None)
         if prime is not None:

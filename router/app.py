@@ -19,7 +19,7 @@ from health.prober import Prober
 from health.report_ingest import RedisReportInbox, ReportIngest
 from hub.client import HubClient
 
-from . import admin, api, badges, launch, launch_page, relay, sources, status
+from . import admin, api, badges, landing, launch, launch_page, relay, sources, status
 from .context import CONTEXT, RouterContext
 from .malformed import MalformedRequestLog
 from .metrics import Metrics
@@ -76,6 +76,7 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle(probe))
     relay.setup(app)  # after the store: relayed streams end before it closes
     app.cleanup_ctx.append(sources.lifecycle)  # after the store and prober: stopped before them
+    landing.setup(app)  # the catch-all (landing: proxy), after every other route
     return app
 
 

@@ -52,6 +52,11 @@ def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
     return ip is not None and any(ip.version == n.version and ip in n for n in networks)
 
 
+def is_trusted_proxy(peer: str | None, trusted: tuple[str, ...]) -> bool:
+    """Whether the connecting peer is one of `router.trusted_proxies`, whose forwarded headers are believed."""
+    return bool(peer) and _trusted(peer, trusted_networks(trusted))  # type: ignore[arg-type]
+
+
 def forwarded_chain(peer: str | None, x_forwarded_for: str | None, trusted: tuple[str, ...]) -> tuple[list[str], str]:
     """(the address chain to pass on, the visitor's address) for a request from `peer`.
 

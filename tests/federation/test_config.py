@@ -103,11 +103,11 @@ def test_redirector_config_converts_to_a_valid_config():
     assert cfg.router.cookie_max_age_hours == 4
     assert cfg.health.retries == 4 and cfg.health.failed_period == 300
     assert cfg.health.versions_policy == "prime"
-    assert warnings == []
+    assert warnings == ["hosts.ovh2 is null: skipped, as the redirector removes null hosts"]
 
 
 def test_redirector_config_warnings_and_errors():
-    converted, warnings = convert({"hosts": {"GKE_1": {"url": "https://gke.example",
+    converted, warnings = convert({"hosts": {"GKE_1": {"url": "https://gke.example", "weight": 1,
                                                         "health": "https://other.example/health"}},
                                    "extra": 1})
     assert converted["members"][0]["name"] == "gke-1"
