@@ -100,6 +100,16 @@ class ForwardModes:
 
 
 @dataclass(frozen=True)
+class BuildTokenSettings:
+    """`router.stream.build_token`: the secret that signs the router's own launch page's build
+    tokens (read once at start: a file wins over the environment), and their lifetime."""
+
+    secret_env: str = "BINDERFED_BUILD_TOKEN_SECRET"
+    secret_file: str = ""
+    expires: float = 300.0  # BinderHub's build_token_expires_seconds
+
+
+@dataclass(frozen=True)
 class StreamSettings:
     """`router.stream`: how the router relays a member's /build/ stream (forward: stream)."""
 
@@ -108,6 +118,7 @@ class StreamSettings:
     keepalive: float = 20.0         # the router's own `:keepalive` while upstream is quiet
     connect_timeout: float = 10.0   # up to the member's response headers
     linger: float = 60.0            # keep the stream open after the final event (as BinderHub does)
+    build_token: BuildTokenSettings = field(default_factory=BuildTokenSettings)
 
 
 @dataclass(frozen=True)
@@ -314,7 +325,9 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
         router_data["trusted_proxies"] = tuple(router_data["trusted_proxies"])
     if isinstance(router_data.get("forward"), dict):
         router_data["forward"] = ForwardModes(**router_data["forward"])
-    router_data["stream"] = StreamSettings(**router_data.get("stream", {}))
+    stream_data = dict(router_data.get("stream", {}))
+    stream_data["build_token"] = BuildTokenSettings(**stream_data.get("build_token", {}))
+    router_data["stream"] = StreamSettings(**stream_data)
     router_data["landing_proxy"] = LandingProxySettings(**router_data.get("landing_proxy", {}))
     return FederationConfig(
         members=members,

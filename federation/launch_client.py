@@ -31,12 +31,13 @@ import time
 import webbrowser
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, TextIO
-from urllib.parse import parse_qs, quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 from yarl import URL
 
 from hub.events import Comment, EventStreamError, SSEDecoder
+from hub.models import launch_urlpath
 
 from .spec import FAMILIES, SpecError, parse_launch
 
@@ -100,7 +101,7 @@ def parse_target(text: str, federation: str | None = None) -> LaunchTarget:
         launch = parse_launch("/" + path, query)
     except SpecError as exc:
         raise LaunchError(BAD_INPUT, f"not a Binder launch: {exc.message}") from None
-    return LaunchTarget(federation=federation, provider_spec=launch.provider_spec, urlpath=_urlpath(query))
+    return LaunchTarget(federation=federation, provider_spec=launch.provider_spec, urlpath=launch_urlpath(query))
 
 
 def _check_federation(url: str) -> str:
@@ -108,25 +109,6 @@ def _check_federation(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise LaunchError(BAD_INPUT, f"federation {url!r} must be an http:// or https:// URL without query")
     return url.rstrip("/")
-
-
-# The characters JavaScript's encodeURI() leaves as they are (besides letters, digits and "-_.~").
-_ENCODE_URI_SAFE = ";,/?:@&=+$!*'()#"
-
-
-def _urlpath(query: str) -> str:
-    """What BinderHub's launch page opens (binderhub-client's `LaunchSpec.fromSearchParams`):
-    `urlpath`; a legacy `labpath` wins over it as `doc/tree/<path>`, else a `filepath` as
-    `tree/<path>` (one trailing `/` dropped, escaped as encodeURI does)."""
-    params = parse_qs(query, keep_blank_values=True)
-    urlpath = params["urlpath"][0].strip() if params.get("urlpath") else ""
-    for name, prefix in (("labpath", "doc/tree/"), ("filepath", "tree/")):
-        if name in params:
-            path = params[name][0]
-            path = path[:-1] if path.endswith("/") else path
-            urlpath = prefix + quote(path, safe=_ENCODE_URI_SAFE)
-            break
-    return urlpath
 
 
 def server_url(event: Mapping[str, Any], urlpath: str = "") -> str:

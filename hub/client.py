@@ -31,6 +31,7 @@ from typing import Any, AsyncIterator, Mapping
 import aiohttp
 from yarl import URL
 
+from .build_tokens import token_from_page
 from .events import DEFAULT_MAX_SIZE, Comment, EventStreamError, SSEDecoder
 from .models import BuildEvent, HealthReport, MemberError, MemberResponseError
 
@@ -167,10 +168,26 @@ class HubClient:
             raise MemberResponseError(f"{url}: versions answer is not a JSON object", url=url)
         return document
 
-    async def _get_body(self, url: str, timeout: float) -> tuple[int, bytes]:
+    async def build_token(self, base_url: str, provider_spec: str, headers: Mapping[str, str] | None = None,
+                          *, timeout: float) -> str | None:
+        """The build token the member's `/v2/<provider_spec>` page embeds for a visitor (see
+        `hub.build_tokens`), or None if its page has none (a BinderHub without build tokens).
+
+        `headers` carry the visitor's address (`X-Forwarded-For` / `X-Real-Ip`). No Origin
+        is sent, so the token is tied to the member's own host, which is also the Host of
+        the `/build/` request it goes with. Raises `MemberError` subclasses as `health` does.
+        """
+        url = _join(base_url, "v2/" + provider_spec.lstrip("/"))
+        status, body = await self._get_body(url, timeout, accept="text/html", headers=headers)
+        if status != 200:
+            raise MemberHTTPError(status, f"{url}: member answered HTTP {status} to its launch page", url=url)
+        return token_from_page(body.decode("utf-8", "replace"))
+
+    async def _get_body(self, url: str, timeout: float, *, accept: str = "application/json",
+                        headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         """GET `url` with an overall `timeout`; return (status, body) with the body size-capped."""
         limit = self.max_body_size
-        headers = {**self._base_headers, "Accept": "application/json"}
+        headers = {**self._base_headers, **(headers or {}), "Accept": accept}
         try:
             async with asyncio.timeout(timeout):
                 async with self._session.get(

@@ -17,7 +17,14 @@ relies on (DESIGN.md, "Member BinderHub API"):
 - `GET /user/<name>/...`: a "Jupyter server" page guarded by the launch token; idle
   servers are culled after `idle_cull_seconds`;
 - `GET /v2/<provider>/<spec>`: a minimal launch page that follows the build stream
-  and redirects to the server, as BinderHub's UI does;
+  and redirects to the server, as BinderHub's UI does, with a build token embedded
+  as BinderHub embeds it (`hub.build_tokens`) and passed to `/build/`;
+- BinderHub's per-visitor rate limit on `/build/` (`rate_limit` launches per
+  `rate_limit_period`, off by default): the visitor is `X-Real-Ip`, else the last
+  `X-Forwarded-For` address, else the peer (tornado's `xheaders`, as BinderHub runs);
+  a valid `build_token` skips it, an invalid one is refused with BinderHub's in-band
+  403 "Invalid build token", and a visitor over the limit gets its in-band 429
+  "Rate limit exceeded. Try again in <period> seconds.";
 - BinderHub's other pages, for a router that serves the prime's pages
   (`router.landing: proxy`): `/` linking a stylesheet `/static/devhub.css` (gzip-
   compressed when the client accepts it), `/about`.
@@ -60,8 +67,9 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from . import images
+from . import build_tokens, images
 from .events import encode_comment, encode_event
+from .models import launch_urlpath
 
 __all__ = [
     "TOO_MANY_USERS",
@@ -109,7 +117,11 @@ class DevHubSettings:
     `launch_seconds`. `event_interval` is the target spacing of log lines (at least
     three `building` and several `launching` events are sent whatever the durations).
     `quota` None means unlimited. `public_url` overrides the base of the server URLs
-    in `ready` events (default: the address the request came to).
+    in `ready` events (default: the address the request came to). `rate_limit`:
+    `/build/` launches one visitor address may start per `rate_limit_period` seconds
+    without a build token (BinderHub's default is 10 per hour; 0 = no limit).
+    `build_token_secret` (hex, like BINDERHUB_BUILD_TOKEN_SECRET): None = a random one.
+    `issue_build_tokens` False: the launch page embeds none, as BinderHub before build tokens.
     """
 
     name: str = "devhub"
@@ -124,8 +136,22 @@ class DevHubSettings:
     version: str = "1.0.0+devhub"
     build_image: str = "quay.io/jupyterhub/repo2docker:2024.07.0"
     public_url: str | None = None
+    rate_limit: int = 0
+    rate_limit_period: float = 3600.0
+    build_token_secret: str | None = None
+    build_token_expires: float = build_tokens.DEFAULT_EXPIRES
+    issue_build_tokens: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.rate_limit, bool) or self.rate_limit < 0:
+            raise ValueError(f"devhub rate_limit must be a non-negative integer, not {self.rate_limit!r}")
+        if self.rate_limit_period <= 0 or self.build_token_expires <= 0:
+            raise ValueError("devhub rate_limit_period and build_token_expires must be positive")
+        if self.build_token_secret is not None:
+            try:
+                bytes.fromhex(self.build_token_secret)
+            except ValueError:
+                raise ValueError("devhub build_token_secret must be hexadecimal") from None
         if not self.name:
             raise ValueError("devhub name must not be empty")
         if self.quota is not None and (isinstance(self.quota, bool) or self.quota < 0):
@@ -410,6 +436,11 @@ class DevHub:
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self.build_requests: deque[dict[str, Any]] = deque(maxlen=100)
+        secret = self.settings.build_token_secret
+        self.tokens = build_tokens.BuildTokens(
+            secret=bytes.fromhex(secret) if secret else secrets.token_bytes(32),
+            expires=self.settings.build_token_expires)
+        self._rate: dict[str, tuple[int, float]] = {}  # visitor -> (launches left, window reset time)
 
     # -- state ---------------------------------------------------------------------
 
@@ -434,11 +465,12 @@ class DevHub:
         return self._faults
 
     def reset(self) -> None:
-        """Restore the initial faults; forget all servers and cached images."""
+        """Restore the initial faults; forget all servers, cached images and rate-limit counts."""
         self._faults = self._initial_faults
         self._servers.clear()
         self._images.clear()
         self.build_requests.clear()
+        self._rate.clear()
 
     @property
     def build_pods(self) -> int:
@@ -632,16 +664,18 @@ class DevHub:
         raw_path = request.rel_url.raw_path
         provider, _, spec = raw_path[len("/build/") :].partition("/")
         headers = request.headers
-        self.build_requests.append(
-            {
-                "provider_spec": f"{provider}/{spec}",
-                "query": request.rel_url.raw_query_string,
-                "x_forwarded_for": headers.get("X-Forwarded-For"),
-                "x_real_ip": headers.get("X-Real-Ip"),
-                "peer": request.remote,
-                "accept": headers.get("Accept"),
-            }
-        )
+        token = request.query.get("build_token")
+        token_problem = self.tokens.check(token, f"{provider}/{spec}", build_tokens.token_origin(headers)) if token else None
+        seen = {
+            "provider_spec": f"{provider}/{spec}",
+            "query": request.rel_url.raw_query_string,
+            "x_forwarded_for": headers.get("X-Forwarded-For"),
+            "x_real_ip": headers.get("X-Real-Ip"),
+            "peer": request.remote,
+            "accept": headers.get("Accept"),
+            "build_token": None if not token else ("invalid" if token_problem else "valid"),
+        }
+        self.build_requests.append(seen)
         if self._faults.build_refuse:
             return web.Response(status=500, text="500: Internal Server Error (devhub fault: build_refuse)\n")
         response = web.StreamResponse(
@@ -661,6 +695,11 @@ class DevHub:
                         }
                     )
                     return response
+                refusal = self._check_token_and_rate(request, token, token_problem)
+                seen["refused"] = refusal.get("status_code") if refusal else None
+                if refusal is not None:
+                    await stream.emit(refusal)
+                    return response
                 stream.start_keepalive()
                 await self._run_launch(request, stream, provider, spec)
             except _ClientGone:
@@ -670,6 +709,36 @@ class DevHub:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await response.write_eof()
         return response
+
+    @staticmethod
+    def visitor(request: web.Request) -> str:
+        """The address BinderHub rate-limits: tornado's xheaders (X-Real-Ip, else the
+        last X-Forwarded-For hop), else the peer."""
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        return request.headers.get("X-Real-Ip", "").strip() or forwarded or request.remote or ""
+
+    def _check_token_and_rate(self, request: web.Request, token: str | None,
+                              problem: str | None) -> dict[str, Any] | None:
+        """BinderHub's check_build_token then check_rate_limit: the in-band refusal, or None."""
+        if token and problem is not None:
+            log.info("devhub %s: refused build token: %s", self.settings.name, problem)
+            return {"phase": "failed", "status_code": 403, "message": build_tokens.INVALID + "\n"}
+        limit = self.settings.rate_limit
+        if token or limit == 0:
+            return None  # a valid token skips the rate limit, as on BinderHub
+        now = time.time()
+        key = self.visitor(request)
+        remaining, reset = self._rate.get(key, (limit, now + self.settings.rate_limit_period))
+        if reset < now:
+            remaining, reset = limit, now + self.settings.rate_limit_period
+        remaining -= 1
+        self._rate[key] = (remaining, reset)
+        if remaining < 0:
+            period = int(self.settings.rate_limit_period)
+            log.info("devhub %s: rate limit exceeded for %s", self.settings.name, key)
+            return {"phase": "failed", "status_code": 429,
+                    "message": f"Rate limit exceeded. Try again in {period} seconds.\n"}
+        return None
 
     async def _emit(self, stream: _EventStream, event: Mapping[str, Any]) -> None:
         await stream.emit(event)
@@ -882,6 +951,9 @@ class DevHub:
         if "text/html" not in request.headers.get("Accept", ""):
             return await self._v2_without_javascript(request, provider_spec)
         build_url = "/build/" + provider_spec
+        page_config = json.dumps({"baseUrl": "/"} if not self.settings.issue_build_tokens else {
+            "baseUrl": "/", "buildToken": self.tokens.issue(provider_spec, build_tokens.token_origin(request.headers))
+        }).replace("<", "\\u003c")
 
         def js(value: str) -> str:
             return json.dumps(value).replace("<", "\\u003c")
@@ -893,16 +965,22 @@ class DevHub:
 <p>Development member (not a real BinderHub).</p>
 <pre id="log"></pre>
 <script>
+window.pageConfig = {page_config};
+</script>
+<script>
 const params = new URLSearchParams(window.location.search);
 const log = document.getElementById("log");
-const source = new EventSource({js(build_url)});
+const buildUrl = new URL({js(build_url)}, window.location.href);
+if (window.pageConfig.buildToken) buildUrl.searchParams.append("build_token", window.pageConfig.buildToken);
+const source = new EventSource(buildUrl);
 source.onmessage = (msg) => {{
   const ev = JSON.parse(msg.data);
   if (ev.message) log.textContent += ev.message;
   if (ev.phase === "ready") {{
     source.close();
     let target = ev.url;
-    const urlpath = params.get("urlpath") || (params.get("labpath") ? "lab/tree/" + params.get("labpath") : "");
+    const urlpath = params.get("labpath") ? "doc/tree/" + encodeURI(params.get("labpath").replace(/\\/$/, ""))
+      : (params.get("filepath") ? "tree/" + encodeURI(params.get("filepath").replace(/\\/$/, "")) : (params.get("urlpath") || ""));
     if (urlpath) target += urlpath.replace(/^\\//, "");
     window.location.href = target + (target.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(ev.token);
   }} else if (ev.phase === "failed") {{
@@ -929,8 +1007,7 @@ source.onmessage = (msg) => {{
         if final.get("phase") != "ready":
             return web.Response(status=503, text=f"launch failed: {final.get('message', '')}")
         target = str(final["url"])
-        urlpath = request.query.get("urlpath") or (
-            "lab/tree/" + request.query["labpath"] if request.query.get("labpath") else "")
+        urlpath = launch_urlpath(request.rel_url.raw_query_string)
         target += urlpath.lstrip("/")
         sep = "&" if "?" in target else "?"
         raise web.HTTPFound(f"{target}{sep}token={final['token']}")
@@ -993,6 +1070,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fail-repo", action="append", default=[], metavar="REGEX", help="launches matching REGEX fail to build"
     )
+    parser.add_argument("--rate-limit", type=int, default=d.rate_limit, metavar="N",
+                        help="/build/ launches per visitor address and period without a build token, "
+                             "as BinderHub's rate limit (default: 0, no limit; BinderHub's own default is 10)")
+    parser.add_argument("--rate-limit-period", type=float, default=d.rate_limit_period, metavar="SECONDS",
+                        help="the rate limit's window (default: %(default)s)")
+    parser.add_argument("--build-token-secret", default=None, metavar="HEX",
+                        help="secret that signs build tokens, hexadecimal (default: a random one)")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible server names")
 
 
@@ -1009,6 +1093,9 @@ def settings_from_args(args: argparse.Namespace) -> DevHubSettings:
         keepalive_seconds=args.keepalive_seconds,
         version=args.binderhub_version,
         public_url=args.public_url,
+        rate_limit=args.rate_limit,
+        rate_limit_period=args.rate_limit_period,
+        build_token_secret=args.build_token_secret,
     )
 
 

@@ -10,10 +10,31 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import parse_qs, quote
 
 # Phases a BinderHub build stream goes through, in order. Anything else is progress.
 PHASES = ("waiting", "fetching", "building", "pushing", "built", "launching", "ready", "failed")
 TERMINAL_PHASES = frozenset({"ready", "failed"})
+
+
+# The characters JavaScript's encodeURI() leaves as they are (besides letters, digits and "-_.~").
+_ENCODE_URI_SAFE = ";,/?:@&=+$!*'()#"
+
+
+def launch_urlpath(query: str) -> str:
+    """What a launch opens on its server, from the launch's query string, as BinderHub's page
+    decides it (binderhub-client's `LaunchSpec.fromSearchParams`): `urlpath`; a legacy
+    `labpath` wins over it as `doc/tree/<path>`, else a `filepath` as `tree/<path>` (one
+    trailing `/` dropped, escaped as encodeURI does)."""
+    params = parse_qs(query, keep_blank_values=True)
+    urlpath = params["urlpath"][0].strip() if params.get("urlpath") else ""
+    for name, prefix in (("labpath", "doc/tree/"), ("filepath", "tree/")):
+        if name in params:
+            path = params[name][0]
+            path = path[:-1] if path.endswith("/") else path
+            urlpath = prefix + quote(path, safe=_ENCODE_URI_SAFE)
+            break
+    return urlpath
 
 
 class MemberError(Exception):

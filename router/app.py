@@ -70,7 +70,7 @@ def create_app(
     app.router.add_get("/metrics", api.metrics)
     status.setup(app)
     badges.setup(app)
-    launch_page.setup(app)
+    launch_page.setup(app, config)
     admin.setup(app, config.admin)
     app[sources.SOURCES] = sources.RouterSources(app, config_path, sighup=sighup)
     app.cleanup_ctx.append(_lifecycle(probe))

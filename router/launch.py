@@ -144,7 +144,7 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
     if ctx.config.router.forward_for(launch.family) == "stream":
         if launch.family == "build":
             return await relay.relay_build(request, ctx, launch)
-        return launch_page.serve(request, launch)
+        return launch_page.serve(request, launch, ctx.config)
     cookie = ctx.config.router.sticky_cookie
     decision = await admit(ctx, launch, request.cookies.get(cookie))
     if decision.member is None:

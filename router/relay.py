@@ -24,6 +24,16 @@ What the member sees: the visitor's address in `X-Forwarded-For` / `X-Real-Ip`
 (members rate-limit per visitor), and nothing else of the visitor's request: no
 cookies, no `Authorization`, no federation credentials.
 
+Build tokens: a launch from the router's own launch page (its `/build/` URL carries
+the page's valid token, `router.launch_page.page_launch`) gets what the member's own
+page would give it: before each attempt the relay fetches a build token from that
+member's `/v2/` page (with the visitor's address) and passes it as `build_token=`,
+so the member's per-visitor rate limit does not apply; a failover fetches one from
+the next member (a token is tied to the member that issued it). The router's own
+token never reaches a member. A member that cannot be reached for its page fails the
+attempt like an unreachable `/build/`; a page without a token (an older BinderHub)
+or an error answer means the launch goes on without one.
+
 Every attempt is recorded like a redirect (in flight on its member, launch log,
 `federation_launches` with reason `failover` after the first); a failed attempt's
 in-flight count is released. Outcomes feed the image-cache map (`built`/`ready`) and
@@ -45,17 +55,20 @@ import logging
 import time
 from dataclasses import replace
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from federation.members import Member
 from federation.policy import Decision, why_not
 from federation.spec import LaunchRequest
+from hub.client import MemberUnreachable
 from hub.events import encode_comment, encode_event
 from hub.failures import InfraFailure, classify_failure
 from hub.models import MemberError
 
 from . import launch as launching
+from .launch_page import TOKEN_PARAM, page_launch
 from .clients import forwarded_headers
 from .context import RouterContext
 from .pages import CORS_HEADERS
@@ -187,6 +200,8 @@ class _Relay:
         self.headers = forwarded_headers(
             request.remote, request.headers.get("X-Forwarded-For"), self.config.router.trusted_proxies
         )
+        # From the router's launch page: fetch each member's build token (the module docstring).
+        self.page_launch, self.query = page_launch(request, launch)
 
     # -- what ActiveStreams asks ------------------------------------------------------
 
@@ -393,11 +408,12 @@ class _Relay:
         ctx, launch, settings = self.ctx, self.launch, self.settings
         assert ctx.client is not None
         learned = False
-        stream = ctx.client.build_events(
-            member.url, launch.provider_spec, launch.query, self.headers,
-            connect_timeout=settings.connect_timeout, stall_timeout=settings.stall_timeout,
-        )
         try:
+            query = await self._member_query(member)
+            stream = ctx.client.build_events(
+                member.url, launch.provider_spec, query, self.headers,
+                connect_timeout=settings.connect_timeout, stall_timeout=settings.stall_timeout,
+            )
             async with stream:
                 async for event in stream:
                     phase = event.phase.lower()
@@ -427,6 +443,28 @@ class _Relay:
             return failure
         # The client ends a stream only after a ready or failed event or by raising.
         return classify_failure(MemberError("stream ended without a final event"))  # pragma: no cover
+
+    async def _member_query(self, member: Member) -> str:
+        """The query for `member`'s /build/: the visitor's, with the member's own build token
+        for a launch from the router's page. Raises MemberUnreachable when the member's page
+        cannot be reached at all (the attempt then fails over like an unreachable /build/)."""
+        if not self.page_launch:
+            return self.query
+        assert self.ctx.client is not None
+        try:
+            token = await self.ctx.client.build_token(member.url, self.launch.provider_spec, self.headers,
+                                                      timeout=self.settings.connect_timeout)
+        except MemberUnreachable:
+            raise
+        except MemberError as exc:
+            log.warning("launch %s: no build token from member %s (%s); relayed without one, under its rate limit",
+                        self.launch.provider_spec, member.name, exc, extra={"member": member.name})
+            return self.query
+        if token is None:
+            log.info("member %s embeds no build token in its launch page; relayed without one", member.name,
+                     extra={"member": member.name})
+            return self.query
+        return self.query + ("&" if self.query else "") + f"{TOKEN_PARAM}={quote(token, safe='')}"
 
     def _ready(self, member: Member) -> None:
         self._finish("ready")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import aiohttp
+import jwt
 import pytest
 
 from hub.client import HubClient, MemberHTTPError, MemberResponseError, MemberStalled, MemberUnreachable
@@ -25,6 +26,7 @@ from hub.devhub import (
     image_name,
     settings_from_args,
 )
+from hub.build_tokens import token_from_page
 from hub.events import SSEDecoder
 from hub.models import PHASES, BuildEvent
 from tests.hub.conftest import wait_for
@@ -317,6 +319,55 @@ async def test_v2_page_and_index(make_hub, http) -> None:
         assert "not a BinderHub" in await resp.text()
 
 
+async def v2_token(http, hub: DevHub, spec: str = REPO, headers: dict | None = None) -> str:
+    async with http.get(f"{hub.url}/v2/{spec}", headers={"Accept": "text/html", **(headers or {})}) as resp:
+        token = token_from_page(await resp.text())
+    assert token is not None
+    return token
+
+
+async def test_v2_page_embeds_a_build_token_as_binderhub_does(make_hub, http) -> None:
+    hub = await make_hub(build_token_secret="00" * 32)
+    token = await v2_token(http, hub)
+    claims = jwt.decode(token, bytes(32), algorithms=["HS256"], audience=REPO)
+    host = hub.url.removeprefix("http://")
+    assert claims["origin"] == host and 295 <= claims["exp"] - time.time() <= 300
+    # The origin is the Origin header's host when the page was asked for cross-origin.
+    token = await v2_token(http, hub, headers={"Origin": "https://binder.example"})
+    assert jwt.decode(token, bytes(32), algorithms=["HS256"], audience=REPO)["origin"] == "binder.example"
+
+
+async def test_rate_limit_per_visitor_and_the_build_token_that_skips_it(make_hub, http) -> None:
+    hub = await make_hub(rate_limit=1, rate_limit_period=3600)
+    client = HubClient(http)
+    visitor = {"X-Forwarded-For": "198.51.100.7", "X-Real-Ip": "198.51.100.7"}
+
+    async def build(query: str = "", headers=visitor, spec: str = REPO) -> list[BuildEvent]:
+        async with client.build_events(hub.url, spec, query, headers=headers, connect_timeout=5,
+                                       stall_timeout=5) as events:
+            return [event async for event in events]
+
+    assert phases(await build())[-1] == "ready"
+    refused = (await build())[-1]
+    assert refused.phase == "failed" and refused.data["status_code"] == 429
+    assert refused.message == "Rate limit exceeded. Try again in 3600 seconds.\n"
+    # Another visitor (another X-Real-Ip) has a budget of its own.
+    assert phases(await build(headers={"X-Real-Ip": "198.51.100.8"}))[-1] == "ready"
+    # The page's token skips the limit, as often as the visitor launches.
+    token = await v2_token(http, hub)
+    for _ in range(2):
+        assert phases(await build("build_token=" + token))[-1] == "ready"
+    assert hub.build_requests[-1]["build_token"] == "valid"
+    # A token for another spec, from another hub or from another origin is refused in band (403).
+    other = await make_hub()
+    for bad, spec, headers in [(token, "gh/org/other/HEAD", visitor), (await v2_token(http, other), REPO, visitor),
+                               (token, REPO, {**visitor, "Origin": "https://elsewhere.example"})]:
+        events = await build("build_token=" + bad, headers, spec)
+        assert phases(events) == ["failed"] and events[0].data["status_code"] == 403
+        assert events[0].message == "Invalid build token\n"
+    assert hub.build_requests[-1]["build_token"] == "invalid"
+
+
 async def test_v2_without_javascript_launches_and_redirects_to_the_server(make_hub, http) -> None:
     # Dev convenience for `curl -L`: clients that do not ask for HTML get the server.
     hub = await make_hub(name="devC")
@@ -325,6 +376,9 @@ async def test_v2_without_javascript_launches_and_redirects_to_the_server(make_h
         assert resp.status == 302
         location = resp.headers["Location"]
     assert location.startswith(f"{hub.url}/user/") and "/lab?token=" in location
+    async with http.get(f"{hub.url}/v2/{REPO}?labpath=a%20b.ipynb", headers={"Accept": "*/*"},
+                        allow_redirects=False) as resp:
+        assert "/doc/tree/a%20b.ipynb?token=" in resp.headers["Location"]   # as BinderHub's page opens labpath
     hub.set_faults(build_full=True)
     async with http.get(f"{hub.url}/v2/{REPO}", headers={"Accept": "*/*"}, allow_redirects=False) as resp:
         assert resp.status == 503 and "Too many users" in await resp.text()
@@ -370,6 +424,10 @@ def test_settings_and_faults_validation() -> None:
         DevHubSettings(quota=-1)
     with pytest.raises(ValueError):
         DevHubSettings(event_interval=0)
+    with pytest.raises(ValueError, match="hexadecimal"):
+        DevHubSettings(build_token_secret="not hex")
+    with pytest.raises(ValueError, match="rate_limit"):
+        DevHubSettings(rate_limit=-1)
     with pytest.raises(ValueError, match="invalid regular expression"):
         DevHubFaults(fail_repos=("(",))
     with pytest.raises(ValueError):
@@ -385,6 +443,10 @@ def test_cli_arguments_map_to_settings() -> None:
     )
     settings = settings_from_args(args)
     assert settings.quota == 3 and settings.name == "m1" and settings.build_seconds == 0.5
+    assert settings.rate_limit == 0
+    limited = settings_from_args(parser.parse_args(["--rate-limit", "1", "--rate-limit-period", "60",
+                                                    "--build-token-secret", "ab" * 32]))
+    assert (limited.rate_limit, limited.rate_limit_period, limited.build_token_secret) == (1, 60, "ab" * 32)
     assert settings.report_quota is False and args.fail_repo == ["x"] and args.port == 0
 
 

@@ -17,9 +17,14 @@ SPEC = "gh/binder-examples/requirements/HEAD"
 
 
 def embedded_config(page: str) -> dict:
+    """The page's launch config, with the build token of its /build/ URL (tests/router/test_build_token.py)
+    checked to be there and left out."""
     match = re.search(r'<script id="launch-config" type="application/json">(.*?)</script>', page, re.S)
     assert match, page
-    return json.loads(match.group(1))
+    config = json.loads(match.group(1))
+    url, token = re.fullmatch(r"(.*?)[?&]build_token=([A-Za-z0-9_.\-]+)", config["build_url"]).groups()
+    assert token.count(".") == 2   # a JWT
+    return {**config, "build_url": url}
 
 
 @pytest.fixture
