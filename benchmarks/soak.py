@@ -52,7 +52,7 @@ BANNED_SHARE = 0.01
 MALFORMED_SHARE = 0.01
 VIRAL_SHARE = 0.05
 FOLLOW_SHARE = 0.03     # launches followed to the member's /build/ stream until ready
-PER_CLIENT = 30         # launches per client per window (the router's default)
+PER_CLIENT = 30         # launches per client per window (turned on here; the default is off)
 REPOS = 2000
 CLIENTS = 20000
 
@@ -220,7 +220,7 @@ def router_config(members: list[tuple[str, str]], redis_url: str, port: int) -> 
         "router:", "  host: 127.0.0.1", f"  port: {port}", "  trusted_proxies: [127.0.0.1/32]",
         "  cookie_max_age_hours: 0",
         "store:", f"  url: {redis_url}",
-        # The defaults, spelled out: the soak runs with the limits an operator gets.
+        # Every counting limit on (the defaults count nothing), so the soak exercises them all.
         "limits:", "  enabled: true", f"  per_client: {{launches: {PER_CLIENT}, window: 600}}",
         "  per_repo: {launches: 60, window: 600}", "  repo_concurrency: 100",
         "  banned:", f"    - pattern: '^gh/{BANNED_ORG}/'", "      message: 'This repository mines cryptocurrency.'",
