@@ -12,12 +12,14 @@ import json
 import logging
 from dataclasses import replace
 
+import aiohttp
 import pytest
 from yarl import URL
 
 from federation.config import LandingProxySettings
 from federation.members import Member
 from tests.conftest import fast_config, member_of
+from tests.support.waiting import eventually
 
 
 def proxying(members, **proxy) -> object:
@@ -147,3 +149,31 @@ async def test_a_body_over_the_size_limit_is_refused(start_router, prime, http, 
     assert status == 502 and b"larger than" in body
     assert any("max_body_bytes" in r.getMessage() for r in caplog.records)
     assert (await fetch(http, router.url + "/about"))[0] == 200                 # small pages still pass
+
+
+async def test_a_prime_that_stalls_mid_body_gets_the_answer_cut_not_ended(start_router, http, caplog):
+    caplog.set_level(logging.WARNING, logger="binderfed.router")
+    held: list[asyncio.StreamWriter] = []
+
+    async def half_answer(reader, writer):   # headers and a first chunk, then silence
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"6\r\n<html>\r\n")
+        await writer.drain()
+        held.append(writer)
+    server = await asyncio.start_server(half_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        router = await start_router(proxying([Member(name="slow", url=f"http://127.0.0.1:{port}", prime=True)],
+                                             read_timeout=0.3), probe=False)
+        async with http.get(router.url + "/about") as response:
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):   # incomplete: no browser keeps it as the page
+                await response.read()
+        await eventually(lambda: any("answer of prime member slow to GET /about cut" in r.getMessage()
+                                     for r in caplog.records), timeout=5, what="the log line")
+    finally:
+        for writer in held:
+            writer.transport.abort()
+        server.close()
+        await server.wait_closed()
