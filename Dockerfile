@@ -60,10 +60,13 @@ RUN groupadd --system --gid 10001 binderfed \
     && useradd --system --uid 10001 --gid binderfed --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin binderfed
 
+# BINDERFED_HOST: `binderfed serve` listens on all addresses of the container (it
+# overrides router.host, whose default 127.0.0.1 `docker run -p` could not reach).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    BINDERFED_CONFIG=/etc/binderfed/config.yaml
+    BINDERFED_CONFIG=/etc/binderfed/config.yaml \
+    BINDERFED_HOST=0.0.0.0
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
