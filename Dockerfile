@@ -9,8 +9,8 @@
 #
 # No HEALTHCHECK: the same image runs three different commands and only `serve`
 # answers /health, and Kubernetes ignores HEALTHCHECK anyway. The Helm chart
-# (charts/binder-federation) probes the router's GET /health for readiness and
-# liveness instead; see docs/deploy.md.
+# (charts/binder-federation) probes the router's GET /ready for readiness (503 once
+# it is shutting down) and GET /health for liveness instead; see docs/deploy.md.
 #
 # Pin the base by digest in your CI (e.g. with Renovate) for reproducible builds;
 # the tag below pins the Python patch release and the Debian release.
