@@ -200,6 +200,8 @@ class Metrics:
         self.ejections.labels(name)
         for outcome in OUTCOMES:
             self.launch_outcomes.labels(name, outcome)
+        for cause in FailureCause:
+            self.relay_failures.labels(name, cause.value)
         if reports:
             for result in REPORT_RESULTS:
                 self.agent_reports.labels(name, result)
