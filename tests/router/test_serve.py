@@ -125,14 +125,19 @@ async def test_sigterm_mid_stream_lets_the_stream_finish_and_stops_being_ready_f
     print(f"\nSIGTERM to ready event: {stream.ended_at - sent:.2f} s; to exit: {stopped:.2f} s")
 
 
-async def test_sigterm_ends_a_stream_past_its_deadline_with_a_final_event(start_devhub, serve_procs, http, tmp_path):
+async def streaming_router(start_devhub, serve_procs, http, tmp_path, **shutdown) -> tuple[ServeProcess, str, Stream]:
+    """A router relaying one long build (a minute) from a dev member, its first event seen."""
     hub = await start_devhub("alpha", build_seconds=60, launch_seconds=1, event_interval=0.2)
-    config = write_config(tmp_path, [hub], shutdown={"grace": 0.3, "stream_deadline": 1.0})
-    router = serve_procs(config)
+    router = serve_procs(write_config(tmp_path, [hub], shutdown=shutdown))
     url = await router.start()
     await eventually(lambda: healthy(http, url), timeout=10, what="the member healthy")
     stream = Stream(http, url)
     await asyncio.wait_for(stream.first.wait(), 10)
+    return router, url, stream
+
+
+async def test_sigterm_ends_a_stream_past_its_deadline_with_a_final_event(start_devhub, serve_procs, http, tmp_path):
+    router, _, stream = await streaming_router(start_devhub, serve_procs, http, tmp_path, grace=0.3, stream_deadline=1.0)
     sent = router.signal(signal.SIGTERM)
     code = await router.wait(timeout=20)
     stopped = time.monotonic() - sent
@@ -147,15 +152,14 @@ async def test_sigterm_ends_a_stream_past_its_deadline_with_a_final_event(start_
 
 
 async def test_a_second_signal_skips_the_waits(start_devhub, serve_procs, http, tmp_path):
-    hub = await start_devhub("alpha", build_seconds=60, launch_seconds=1, event_interval=0.2)
-    config = write_config(tmp_path, [hub], shutdown={"grace": 30, "stream_deadline": 30})
-    router = serve_procs(config)
-    url = await router.start()
-    await eventually(lambda: healthy(http, url), timeout=10, what="the member healthy")
-    stream = Stream(http, url)
-    await asyncio.wait_for(stream.first.wait(), 10)
+    router, url, stream = await streaming_router(start_devhub, serve_procs, http, tmp_path, grace=30, stream_deadline=30)
     sent = router.signal(signal.SIGTERM)
-    await asyncio.sleep(0.3)
+
+    async def not_ready():
+        async with http.get(url + "/ready") as response:
+            return response.status == 503
+
+    await eventually(not_ready, timeout=5, what="the first signal taken")
     router.signal(signal.SIGINT)
     code = await router.wait(timeout=15)
     await asyncio.wait_for(stream.task, 5)
