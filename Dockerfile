@@ -9,8 +9,8 @@
 #
 # No HEALTHCHECK: the same image runs three different commands and only `serve`
 # answers /health, and Kubernetes ignores HEALTHCHECK anyway. The Helm chart
-# (charts/binder-federation) probes the router's GET /health for readiness and
-# liveness instead; see docs/deploy.md.
+# (charts/binder-federation) probes the router's GET /ready for readiness (503 once
+# it is shutting down) and GET /health for liveness instead; see docs/deploy.md.
 #
 # Pin the base by digest in your CI (e.g. with Renovate) for reproducible builds;
 # the tag below pins the Python patch release and the Debian release.
@@ -60,10 +60,13 @@ RUN groupadd --system --gid 10001 binderfed \
     && useradd --system --uid 10001 --gid binderfed --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin binderfed
 
+# BINDERFED_HOST: `binderfed serve` listens on all addresses of the container (it
+# overrides router.host, whose default 127.0.0.1 `docker run -p` could not reach).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    BINDERFED_CONFIG=/etc/binderfed/config.yaml
+    BINDERFED_CONFIG=/etc/binderfed/config.yaml \
+    BINDERFED_HOST=0.0.0.0
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app

@@ -22,9 +22,9 @@ demo: venv
 test: venv tools
 	$(BIN)/python -m pytest
 
-## make tools: system binaries the suite runs for real (redis-server, chromium)
-tools:
-	scripts/ensure-tools
+## make tools: binaries the suite runs for real (redis-server, chromium, prometheus, helm into the venv)
+tools: venv
+	scripts/ensure-tools $(VENV)
 
 ## make bench: performance figures, printed as tables
 bench: venv tools

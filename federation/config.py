@@ -136,6 +136,14 @@ LANDING_MODES = ("page", "prime", "proxy")
 
 
 @dataclass(frozen=True)
+class ShutdownSettings:
+    """`router.shutdown`: the router's graceful stop on SIGTERM (router.serve)."""
+
+    grace: float = 5.0             # seconds still serving after SIGTERM while /ready says 503
+    stream_deadline: float = 30.0  # then seconds relayed streams get to reach their final event
+
+
+@dataclass(frozen=True)
 class RouterSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -147,6 +155,7 @@ class RouterSettings:
     landing_proxy: LandingProxySettings = field(default_factory=LandingProxySettings)
     trusted_proxies: tuple[str, ...] = ()
     stream: StreamSettings = field(default_factory=StreamSettings)
+    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
 
     def forward_for(self, family: str) -> str:
         """"redirect" or "stream" for a launch path family ("v2", "build", "repo")."""
@@ -329,6 +338,7 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
     stream_data["build_token"] = BuildTokenSettings(**stream_data.get("build_token", {}))
     router_data["stream"] = StreamSettings(**stream_data)
     router_data["landing_proxy"] = LandingProxySettings(**router_data.get("landing_proxy", {}))
+    router_data["shutdown"] = ShutdownSettings(**router_data.get("shutdown", {}))
     return FederationConfig(
         members=members,
         health=health,
@@ -338,7 +348,7 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
         launch_log=data.get("launch_log", {}).get("sink", "none"),
         consul=ConsulSettings(**data.get("consul", {})),
         admin=AdminSettings(**data.get("admin", {})),
-        reports=_reports(data.get("reports", {}), data.get("store", {}).get("url", "memory://"), source),
+        reports=_reports(data.get("reports", {})),
         limits=_limits(data.get("limits", {})),
         source=source,
     )
@@ -381,17 +391,24 @@ def _limits(data: Mapping[str, Any]) -> LimitSettings:
     return LimitSettings(**settings)
 
 
-def _reports(data: Mapping[str, Any], store_url: str, source: str) -> ReportSettings:
+def _reports(data: Mapping[str, Any]) -> ReportSettings:
     settings_data = dict(data)
     tokens = tuple(
         AgentToken(member=name, token_env=ref.get("token_env", ""), token_file=ref.get("token_file", ""))
         for name, ref in sorted(settings_data.pop("members", {}).items())
     )
-    settings = ReportSettings(members=tokens, **settings_data)
-    if settings.enabled and settings.redis_url(store_url) is None:
-        raise ConfigError(source, "reports.url", "agent reports travel through Redis: set reports.url, "
-                          "or use a redis:// or rediss:// store.url")
-    return settings
+    return ReportSettings(members=tokens, **settings_data)
+
+
+def check_runnable(cfg: FederationConfig) -> None:
+    """Checks of the config a router will run with, command-line overrides applied.
+
+    Not part of `parse`: `binderfed serve --store-url` (the chart passes a store URL
+    with credentials that way) may supply what the file leaves out.
+    """
+    if cfg.reports.enabled and cfg.reports.redis_url(cfg.store_url) is None:
+        raise ConfigError(cfg.source, "reports.url", "agent reports travel through Redis: set reports.url, "
+                          "or use a redis:// or rediss:// store.url (or --store-url)")
 
 
 def _member(data: Mapping[str, Any]) -> Member:

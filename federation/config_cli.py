@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,18 +26,34 @@ def write_output(text: str, output: str | None) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="YAML config file to check")
+    parser.add_argument("--store-url", help="the store URL `binderfed serve --store-url` will get (overrides store.url)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.file)
+        if args.store_url:
+            cfg = replace(cfg, store_url=args.store_url)
+        config.check_runnable(cfg)
     except config.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     primes = [m.name for m in cfg.members if m.prime]
     print(f"{args.file}: ok ({len(cfg.members)} members, prime: {', '.join(primes) or 'none'}, "
-          f"strategy {cfg.policy.strategy}, store {cfg.store_url})")
+          f"strategy {cfg.policy.strategy}, store {_without_password(cfg.store_url)})")
     return 0
+
+
+def _without_password(url: str) -> str:
+    """A store URL fit to print: a password given with --store-url stays off the terminal."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    # redis://user:password@ or redis://:password@; redis+sentinel://password@ (federation.redis_store)
+    masked = f"{user}:***" if colon else ("***" if scheme == "redis+sentinel" else user)
+    return f"{scheme}://{masked}@{hosts}"
 
 
 def _import_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,14 +13,21 @@ from typing import IO, Any, Mapping
 log = logging.getLogger("binderfed.launchlog")
 
 
+class LaunchLogError(Exception):
+    """The launch log's file cannot be opened (at start: a router without it would lose events)."""
+
+
 class LaunchLog:
     def __init__(self, sink: str = "none"):
         self.sink = sink
         self._file: IO[str] | None = None
         if sink.startswith("file:"):
             path = Path(sink[len("file:"):])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", buffering=1)  # line-buffered: one launch, one flushed line
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = path.open("a", buffering=1)  # line-buffered: one launch, one flushed line
+            except OSError as exc:
+                raise LaunchLogError(f"launch_log.sink {sink!r}: cannot open {path}: {exc.strerror or exc}") from exc
 
     def write(self, event: Mapping[str, Any]) -> None:
         if self.sink == "none":

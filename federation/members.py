@@ -52,8 +52,12 @@ class MemberStatus:
     user_pods: int = 0
     versions: Mapping[str, Any] = field(default_factory=dict)
     checked_at: float = 0.0            # unix time of the last probe, 0 = never
-    latency: float | None = None       # seconds the last /health took
+    latency: float | None = None       # seconds the last /health took (to fail, if it did)
     consecutive_failures: int = 0
+    # Each check of the last probe as (name, ok): "versions" first when the versions
+    # policy compared them, then the member's /health checks in its order. Empty when
+    # the member gave no usable /health (unreachable, not the member API).
+    checks: tuple[tuple[str, bool], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,7 @@ class MemberStatus:
             "checked_at": self.checked_at,
             "latency": self.latency,
             "consecutive_failures": self.consecutive_failures,
+            "checks": [[name, ok] for name, ok in self.checks],
         }
 
     @classmethod
@@ -85,6 +90,8 @@ class MemberStatus:
             checked_at=float(data.get("checked_at", 0.0)),
             latency=data.get("latency"),
             consecutive_failures=int(data.get("consecutive_failures", 0)),
+            checks=tuple((str(c[0]), bool(c[1])) for c in data.get("checks") or ()
+                         if isinstance(c, (list, tuple)) and len(c) == 2),
         )
 
 

@@ -57,7 +57,9 @@ async def probe_member(client: HubClient, member: Member, settings: HealthSettin
             return ProbeResult(None, {}, error=f"bad answer: {exc}", latency=time.monotonic() - started)
         except MemberError as exc:
             if attempt + 1 == attempts:
-                return ProbeResult(None, {}, error=f"unreachable: {exc}", unreachable=True)
+                # The time it took to fail (a timeout, a refused connection) is a probe duration too.
+                return ProbeResult(None, {}, error=f"unreachable: {exc}", unreachable=True,
+                                   latency=time.monotonic() - started)
             await asyncio.sleep(min(1.0, settings.period / 4))
     raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
@@ -79,17 +81,20 @@ def assess(
             versions=previous.versions if previous else {},
         )
     report = result.report
+    version = result.versions.get("binderhub") if result.versions else None
+    version_differs = reference_version is not None and version is not None and version != reference_version
+    # "versions" is a check when /versions was fetched and compared (as the redirector's).
+    checks = ((("versions", not version_differs),) if result.versions else ()) + report.checks
     base = dict(
         name=name, quota=report.quota, has_quota=report.has_quota_check, total_pods=report.total_pods,
         build_pods=report.build_pods, user_pods=report.user_pods, versions=dict(result.versions),
-        checked_at=now, latency=result.latency,
+        checked_at=now, latency=result.latency, checks=checks,
     )
     if not report.ok:
         failed = ", ".join(report.failed_checks) or f"HTTP {report.http_status}"
         return MemberStatus(state=MemberState.UNHEALTHY, reason=f"failed checks: {failed}",
                             consecutive_failures=failures, **base)
-    version = result.versions.get("binderhub") if result.versions else None
-    if reference_version is not None and version is not None and version != reference_version:
+    if version_differs:
         return MemberStatus(state=MemberState.UNHEALTHY,
                             reason=f"runs BinderHub {version}, federation expects {reference_version}",
                             consecutive_failures=failures, **base)

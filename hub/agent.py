@@ -495,6 +495,10 @@ def run(args: argparse.Namespace) -> int:
             token()  # fail now, not at the first report
         if not args.once and not args.redis_url:
             raise ValueError("--redis-url is required (the federation's Redis)")
+        if not args.once and not args.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            scheme = args.redis_url.partition("://")[0] if "://" in args.redis_url else args.redis_url[:20]
+            raise ValueError(f"--redis-url must be a redis://, rediss:// or unix:// URL, not {scheme}:// "
+                             "(the agent does not speak Redis Sentinel: give it the master's address)")
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

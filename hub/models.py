@@ -59,6 +59,8 @@ class HealthReport:
 
     `quota is None and has_quota_check` means "unlimited"; `has_quota_check` False
     means the member is not on Kubernetes and its capacity is unknown (not zero).
+    `checks` is every check as (service, ok), in the member's order (the redirector's
+    `federation_health_check` metric exports them).
     """
 
     ok: bool
@@ -69,6 +71,7 @@ class HealthReport:
     total_pods: int = 0
     build_pods: int = 0
     user_pods: int = 0
+    checks: tuple[tuple[str, bool], ...] = ()
 
     @classmethod
     def from_json(cls, body: Any, http_status: int = 200) -> "HealthReport":
@@ -78,11 +81,13 @@ class HealthReport:
         if not isinstance(checks, list):
             raise MemberResponseError("health document 'checks' is not a list")
         failed: list[str] = []
+        seen: list[tuple[str, bool]] = []
         quota_check: Mapping[str, Any] | None = None
         for check in checks:
             if not isinstance(check, Mapping):
                 raise MemberResponseError("health check entry is not a JSON object")
             service = str(check.get("service", "unnamed check"))
+            seen.append((service, check.get("ok") is True))
             if service == "Pod quota":
                 quota_check = check
                 continue
@@ -104,6 +109,7 @@ class HealthReport:
             total_pods=total,
             build_pods=builds,
             user_pods=users,
+            checks=tuple(seen),
         )
 
 

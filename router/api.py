@@ -111,12 +111,20 @@ async def router_health(request: web.Request) -> web.Response:
     })
 
 
+async def router_ready(request: web.Request) -> web.Response:
+    """Readiness, for load balancers and Kubernetes' readinessProbe: 503 once the router
+    is shutting down (router.serve), while it still serves everything else for the
+    grace period. Distinct from /health (liveness), which stays 200."""
+    ctx = request.app[CONTEXT]
+    if ctx.draining_since is not None:
+        return web.json_response({"ready": False, "reason": "shutting down"}, status=503)
+    return web.json_response({"ready": True})
+
+
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     view = await ctx.view_for(None)
-    ctx.metrics.set_states({m.name: m.state(view.now) for m in view.members})
-    for m in view.members:
-        ctx.metrics.in_flight.labels(m.name).set(m.in_flight)
+    ctx.metrics.export_members(view)  # from the store on every replica: never a stale leader's view
     ctx.metrics.cache_entries.set(await ctx.store.cache_size())
     ctx.metrics.store_degraded.set(1 if ctx.store.degraded else 0)
     ctx.metrics.prober_leader.set(1 if ctx.prober and ctx.prober.is_leader else 0)

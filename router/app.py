@@ -64,6 +64,7 @@ def create_app(
         app.router.add_route("OPTIONS", prefix + "{tail:.*}", launch.handle_preflight)
     app.router.add_get("/", api.landing)
     app.router.add_get("/health", api.router_health)
+    app.router.add_get("/ready", api.router_ready)
     app.router.add_get("/active_hosts", api.active_hosts)
     app.router.add_get("/api/v1/members", api.members)
     app.router.add_get("/api/v1/place", api.explain)

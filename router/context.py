@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ class RouterContext:
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
     views: ViewBuilder = field(default_factory=ViewBuilder)
+    # Graceful stop (router.serve): when it began (monotonic), and set when a second
+    # signal asks to skip the remaining waits. GET /ready answers 503 from the start.
+    draining_since: float | None = None
+    hurry: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def view_for(self, request: LaunchRequest | None) -> FederationView:
         """One store read, merged with the member set: the snapshot placement sees."""

@@ -19,7 +19,7 @@ from federation.store import open_store
 from hub.devhub import DevHub, DevHubSettings
 
 from .app import create_app
-from .serve import listen, stop_event_on_signals
+from .serve import ListenError, listen, stop_events_on_signals
 
 log = logging.getLogger("binderfed.demo")
 
@@ -66,7 +66,7 @@ async def run_demo(args: argparse.Namespace, ready: asyncio.Event | None = None,
         router = replace(cfg.router, host=args.host, port=port, forward=args.forward or cfg.router.forward)
         cfg = replace(cfg, members=tuple(members), router=router, store_url=args.store_url or cfg.store_url)
         app = create_app(cfg, open_store(cfg.store_url))
-        stop = stop or stop_event_on_signals()
+        stop = stop or stop_events_on_signals()[0]  # a demo stops at once: nothing to drain
         runner, bound = await listen(app, args.host, port)
         try:
             base = f"http://{args.host}:{bound}"
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except config_mod.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, ListenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

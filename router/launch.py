@@ -110,7 +110,7 @@ async def record(ctx: RouterContext, launch: LaunchRequest, decision: Decision, 
         return False
     ctx.launch_log.write(event)
     ctx.metrics.launches.labels(decision.member.name, decision.reason, launch.family).inc()
-    ctx.metrics.redirects.labels(decision.member.name).inc()
+    ctx.metrics.observe_redirect(decision.member.name, decision.reason)
     return True
 
 

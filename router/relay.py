@@ -44,6 +44,14 @@ lifecycle) checks every relayed stream's connection a few times a second and
 cancels the handler of a stream whose client left; cancellation closes the upstream
 stream (`async with` around `hub.client.BuildStream`). The same sweep writes the
 keepalives.
+
+Router shutdown (the app's on_shutdown, after the listener closed): in a graceful
+stop (router.serve) streams still relaying get `router.shutdown.stream_deadline`
+seconds to reach their final event, and streams lingering after it end at once.
+Whatever is still relaying then ends with a final event of its own, so no client is
+left with a stream cut without a word:
+
+    data: {"phase": "failed", "status_code": 503, "message": "This router is shutting down ..."}
 """
 
 from __future__ import annotations
@@ -70,7 +78,7 @@ from hub.models import MemberError
 from . import launch as launching
 from .launch_page import TOKEN_PARAM, page_launch
 from .clients import forwarded_headers
-from .context import RouterContext
+from .context import CONTEXT, RouterContext
 from .pages import CORS_HEADERS
 
 log = logging.getLogger("binderfed.relay")
@@ -79,6 +87,8 @@ FAILOVER_REASON = "failover"
 KEEPALIVE = encode_comment("keepalive")
 SWEEP_SECONDS = 0.2  # how often client connections are checked and keepalives are due
 COALESCE_BYTES = 64 * 1024  # relayed events queued at most before they are written
+SHUTTING_DOWN = "router shutting down"
+FINAL_WRITE_TIMEOUT = 2.0  # a slow client must not hold up the router's stop
 
 
 # The visitor's address (X-Forwarded-For / X-Real-Ip for the member) is router.clients'
@@ -97,8 +107,9 @@ class ActiveStreams:
 
     One sweep for all streams (instead of a timer per stream) keeps an idle stream
     free of any scheduled work but this check. `start()`/`stop()` run from the app's
-    cleanup_ctx; `shutdown()` (the app's on_shutdown) ends every stream so a stopping
-    router does not wait for builds that can take an hour.
+    cleanup_ctx; `shutdown()` (the app's on_shutdown) ends every stream, after the
+    stream deadline in a graceful stop, so a stopping router does not wait for builds
+    that can take an hour.
     """
 
     def __init__(self, sweep: float = SWEEP_SECONDS) -> None:
@@ -106,15 +117,21 @@ class ActiveStreams:
         self._relays: set[_Relay] = set()
         self._task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.closing = asyncio.Event()  # set at shutdown: lingering streams end now
 
     def __len__(self) -> int:
         return len(self._relays)
 
     def add(self, relay: "_Relay") -> None:
         self._relays.add(relay)
+        self._empty.clear()
 
     def discard(self, relay: "_Relay") -> None:
         self._relays.discard(relay)
+        if not self._relays:
+            self._empty.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="relay-sweep")
@@ -127,8 +144,25 @@ class ActiveStreams:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def shutdown(self, app: web.Application) -> None:
-        for relay in list(self._relays):
-            relay.stop("router shutting down")
+        ctx = app[CONTEXT]
+        self.closing.set()
+        if ctx.draining_since is not None and self._relays:
+            deadline = ctx.config.router.shutdown.stream_deadline
+            running = len(self._relays)
+            log.info("waiting up to %g s for %d relayed streams to finish", deadline, running)
+            started = time.monotonic()
+            waits = [asyncio.ensure_future(self._empty.wait()), asyncio.ensure_future(ctx.hurry.wait())]
+            await asyncio.wait(waits, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+            log.info("relayed streams: %d finished in %.1f s, %d still running are ended now",
+                     running - len(self._relays), time.monotonic() - started, len(self._relays))
+        relays = list(self._relays)
+        for relay in relays:
+            relay.stop(SHUTTING_DOWN)
+        # Let each write its final event (bounded by FINAL_WRITE_TIMEOUT per stream).
+        if relays:
+            await asyncio.wait([asyncio.ensure_future(self._empty.wait())], timeout=FINAL_WRITE_TIMEOUT + 1)
 
     def check(self) -> None:
         """One sweep: cancel streams whose client left, write due keepalives."""
@@ -306,19 +340,22 @@ class _Relay:
                 await self._attempts()
             finally:
                 metrics.relayed_streams.dec()
-            if self.settings.linger > 0:
+            if self.settings.linger > 0 and not self.streams.closing.is_set():
                 # As BinderHub does: let the client close first, or a careless EventSource
-                # reconnects and launches again.
-                await asyncio.sleep(self.settings.linger)
+                # reconnects and launches again. A stopping router does not wait for that.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.streams.closing.wait(), self.settings.linger)
         except (_ClientGone, asyncio.CancelledError) as exc:
-            if self.outcome is None and self.stop_reason != "router shutting down":
+            # A cancellation of our own (stop()) ends this stream only; any other is re-raised.
+            ours = isinstance(exc, asyncio.CancelledError) and (
+                self.stop_reason is not None and self.task is not None and self.task.uncancel() == 0)
+            if self.outcome is None and self.stop_reason == SHUTTING_DOWN and ours:
+                await self._end_for_shutdown()
+            elif self.outcome is None and self.stop_reason != SHUTTING_DOWN:
                 self._finish("client_gone")
                 log.info("client left launch %s on member %s", self.launch.provider_spec, self.member.name,
                          extra={"member": self.member.name, "repo_key": self.launch.repo_key})
-            # A cancellation of our own (stop()) ends this stream only; any other is re-raised.
-            if isinstance(exc, asyncio.CancelledError) and not (
-                self.stop_reason is not None and self.task is not None and self.task.uncancel() == 0
-            ):
+            if isinstance(exc, asyncio.CancelledError) and not ours:
                 raise
             # Nobody reads this answer any more (or the router is stopping).
             return self.response or web.Response(status=503, text="stream ended\n")
@@ -332,6 +369,17 @@ class _Relay:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await response.write_eof()
         return response
+
+    async def _end_for_shutdown(self) -> None:
+        """The final event of a stream the stopping router cannot relay to its end."""
+        self._finish("router_shutdown")
+        message = (f"This router is shutting down and stopped following this launch on member {self.member.name} "
+                   f"before it was ready. Please launch again; another router of the federation takes it.\n")
+        log.warning("launch %s on member %s ended: the router is shutting down", self.launch.provider_spec,
+                    self.member.name, extra={"member": self.member.name, "repo_key": self.launch.repo_key})
+        event = encode_event(json.dumps({"phase": "failed", "status_code": 503, "message": message}))
+        with contextlib.suppress(_ClientGone, asyncio.TimeoutError):
+            await asyncio.wait_for(self._write(event), FINAL_WRITE_TIMEOUT)
 
     def _finish(self, outcome: str) -> None:
         if self.outcome is None:

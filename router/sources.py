@@ -68,6 +68,8 @@ class RouterSources:
     async def start(self) -> None:
         admin.load_token(self.app, self.ctx.config.admin)
         self._known = {m.name for m in self.ctx.membership.members()}
+        for name in self._known:
+            self._know(name)
         self.ctx.membership.subscribe(self._members_changed)
         if self.config_path is not None:
             self.file = FileSource(
@@ -91,7 +93,13 @@ class RouterSources:
         current = {m.name for m in members}
         for name in self._known - current:
             self.ctx.metrics.forget_member(name)
+        for name in current - self._known:
+            self._know(name)
         self._known = current
+
+    def _know(self, name: str) -> None:
+        reporting = self.ctx.config.reports.enabled and any(t.member == name for t in self.ctx.config.reports.members)
+        self.ctx.metrics.know_member(name, reports=reporting)
 
     async def apply(self, file_config: FederationConfig) -> None:
         """Put a freshly loaded config from the file in force."""

@@ -263,3 +263,19 @@ async def test_cli_refuses_to_start_without_a_token(tmp_path):
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 2
     assert "missing" in err.decode()
+
+
+async def test_cli_refuses_a_sentinel_redis_url_it_cannot_use(tmp_path):
+    """redis+sentinel:// would crash the agent's Redis client at its first report; it is
+    refused at start with a message naming the problem (the member chart's schema refuses it too)."""
+    token = tmp_path / "token"
+    token.write_text("a-report-token-0123456789abcdef")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "federation.cli", "agent", "--member", "a", "--image-prefix", cluster.PREFIX,
+        "--redis-url", "redis+sentinel://s3cret@10.0.0.1:26379/binderfed/0", "--token-file", str(token),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 2
+    assert "redis+sentinel://" in err.decode() and "Sentinel" in err.decode()
+    assert "s3cret" not in err.decode()

@@ -225,7 +225,8 @@ async def test_status_endpoints(federation, http):
         pass
     async with http.get(router.url + "/metrics") as r:
         text = await r.text()
-    for name in ("federation_health{", "federation_health_check_bucket{", "federation_redirect_count_total{",
+    for name in ("federation_health{", "federation_health_check{", "federation_health_check_duration_seconds_bucket{",
+                 "federation_redirect_count{",
                  "federation_decision_seconds_bucket{", "federation_launches_total{"):
         assert name in text, name
     async with http.get(router.url + "/") as r:

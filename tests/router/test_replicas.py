@@ -142,12 +142,12 @@ async def test_only_one_replica_probes(start_devhub, start_router, redis_url, ht
 
     [leader] = leaders(replicas)
     [follower] = [r for r in replicas if r is not leader]
-    start = sample_sum(await metrics(http, leader), "federation_health_check_count")
+    start = sample_sum(await metrics(http, leader), "federation_health_check_duration_seconds_count")
     # Several probe periods (0.2 s) later, the leader has probed both members again...
     await eventually(lambda: _grew(http, leader, start, by=6), what="the leader to keep probing")
     # ...and the follower has never probed anyone.
     text = await metrics(http, follower)
-    assert sample_sum(text, "federation_health_check_count") == 0
+    assert sample_sum(text, "federation_health_check_duration_seconds_count") == 0
     assert sample_sum(text, "federation_prober_leader") == 0
     assert sample_sum(await metrics(http, leader), "federation_prober_leader") == 1
     assert leaders(replicas) == [leader]
@@ -156,7 +156,7 @@ async def test_only_one_replica_probes(start_devhub, start_router, redis_url, ht
 
 
 async def _grew(http, router, start: float, by: float) -> bool:
-    return sample_sum(await metrics(http, router), "federation_health_check_count") >= start + by
+    return sample_sum(await metrics(http, router), "federation_health_check_duration_seconds_count") >= start + by
 
 
 async def test_a_crashed_leader_is_replaced_within_one_lease_period(start_devhub, start_router, redis_url, http):
@@ -220,7 +220,7 @@ async def test_killing_redis_mid_traffic_fails_no_launch_and_sharing_resumes(sta
         # Alone, each replica probes members itself.
         await eventually(lambda: len(leaders(replicas)) == 2, timeout=LEASE_TTL + 2,
                          what="both replicas probing while Redis is away")
-        probes = [sample_sum(await metrics(http, r), "federation_health_check_count") for r in replicas]
+        probes = [sample_sum(await metrics(http, r), "federation_health_check_duration_seconds_count") for r in replicas]
         for replica, before in zip(replicas, probes):
             await eventually(lambda: _grew(http, replica, before, by=4), what="probes by each replica while alone")
         # Keep the traffic going through a few seconds of outage (and several reconnection attempts).

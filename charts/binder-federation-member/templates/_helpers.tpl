@@ -49,9 +49,6 @@ binder-federation/member: {{ .Values.member.name | quote }}
 {{- default .Release.Namespace .Values.agent.binderhubNamespace }}
 {{- end }}
 
-{{- define "member.imagePrefix" -}}
-{{- default .Values.binderhub.config.BinderHub.image_prefix .Values.agent.imagePrefix }}
-{{- end }}
 
 {{- define "member.secretName" -}}
 {{- printf "%s-federation" (include "member.fullname" .) | trunc 63 | trimSuffix "-" }}
@@ -65,6 +62,18 @@ binder-federation/member: {{ .Values.member.name | quote }}
 {{- default (include "member.secretName" .) .Values.federation.token.existingSecret }}
 {{- end }}
 
+{{/*
+Keys in the Secrets: the chart's own Secret always holds redis-url and token, so its
+two entries can never collide; `key` names the entry in a Secret you manage.
+*/}}
+{{- define "member.redisSecretKey" -}}
+{{- if .Values.federation.redis.existingSecret }}{{ .Values.federation.redis.key }}{{ else }}redis-url{{ end }}
+{{- end }}
+
+{{- define "member.tokenSecretKey" -}}
+{{- if .Values.federation.token.existingSecret }}{{ .Values.federation.token.key }}{{ else }}token{{ end }}
+{{- end }}
+
 {{/* Settings the chart refuses, with the reason, before anything is applied. */}}
 {{- define "member.validate" -}}
 {{- $_ := required "member.name is required (this member's short name in the federation)" .Values.member.name }}
@@ -75,27 +84,10 @@ binder-federation/member: {{ .Values.member.name | quote }}
 {{- if not (or .Values.federation.token.value .Values.federation.token.existingSecret) }}
 {{- fail "federation.token.value or federation.token.existingSecret is required: the federation rejects unsigned reports" }}
 {{- end }}
-{{- if not (include "member.imagePrefix" .) }}
-{{- fail "agent.imagePrefix (or binderhub.config.BinderHub.image_prefix) is required: the agent finds this member's images by it" }}
+{{- if not .Values.agent.imagePrefix }}
+{{- fail "agent.imagePrefix is required: the BinderHub.image_prefix of the BinderHub this agent runs beside (the agent finds this member's images by it)" }}
 {{- end }}
-{{- if .Values.binderhubEnabled }}
-{{- $bh := .Values.binderhub.config.BinderHub }}
-{{- if ne (toString $bh.pod_quota) (toString .Values.member.capacity) }}
-{{- fail (printf "binderhub.config.BinderHub.pod_quota (%v) must equal member.capacity (%v): the quota is the capacity the member reports" $bh.pod_quota .Values.member.capacity) }}
-{{- end }}
-{{- if ne $bh.cors_allow_origin .Values.federation.origin }}
-{{- fail (printf "binderhub.config.BinderHub.cors_allow_origin (%q) must equal federation.origin (%q)" $bh.cors_allow_origin .Values.federation.origin) }}
-{{- end }}
-{{- $spawner := .Values.binderhub.jupyterhub.hub.config.BinderSpawner }}
-{{- if ne $spawner.cors_allow_origin .Values.federation.origin }}
-{{- fail (printf "binderhub.jupyterhub.hub.config.BinderSpawner.cors_allow_origin (%q) must equal federation.origin (%q)" $spawner.cors_allow_origin .Values.federation.origin) }}
-{{- end }}
-{{- if ne $bh.base_url "/" }}
-{{- fail "binderhub.config.BinderHub.base_url must be / so the router finds <member.url>/health and /versions" }}
-{{- end }}
-{{- $host := (urlParse .Values.member.url).host }}
-{{- if and .Values.binderhub.ingress.enabled (not (has $host .Values.binderhub.ingress.hosts)) }}
-{{- fail (printf "binderhub.ingress.hosts must contain %q, the host of member.url, so the federation can reach /health, /versions and /build/" $host) }}
-{{- end }}
+{{- if and (eq (include "member.redisSecretName" .) (include "member.tokenSecretName" .)) (eq (include "member.redisSecretKey" .) (include "member.tokenSecretKey" .)) }}
+{{- fail (printf "federation.redis and federation.token both read key %q of Secret %q: the Redis URL and the report token need two different keys" (include "member.redisSecretKey" .) (include "member.redisSecretName" .)) }}
 {{- end }}
 {{- end }}

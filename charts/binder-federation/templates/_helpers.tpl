@@ -80,11 +80,31 @@ A password of the in-cluster Redis is never written here either; see storeUrlFla
 {{- end }}
 {{- end }}
 
+{{/* Seconds the pod gets to stop: the router's shutdown grace and stream deadline (config.router.shutdown) + 10. */}}
+{{- define "binder-federation.terminationGracePeriod" -}}
+{{- $shutdown := ((.Values.config.router | default dict).shutdown | default dict) }}
+{{- $grace := hasKey $shutdown "grace" | ternary $shutdown.grace 5 }}
+{{- $streams := hasKey $shutdown "stream_deadline" | ternary $shutdown.stream_deadline 30 }}
+{{- add (ceil (addf $grace $streams)) 10 }}
+{{- end }}
+
+{{/* Router replicas at the least: replicaCount, or autoscaling.minReplicas with autoscaling. */}}
+{{- define "binder-federation.minReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.minReplicas }}{{ else }}{{ .Values.replicaCount }}{{ end }}
+{{- end }}
+
 {{/* Settings the chart refuses, with the reason, before anything is applied. */}}
 {{- define "binder-federation.validate" -}}
 {{- $shared := or .Values.redis.enabled .Values.redis.external.url .Values.redis.external.existingSecret }}
 {{- if and (not $shared) (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}
 {{- fail "more than one router replica needs the shared store: set redis.enabled=true or redis.external.url (or redis.external.existingSecret), or replicaCount=1 with autoscaling.enabled=false" }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- fail (printf "autoscaling.minReplicas (%v) is above autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) }}
+{{- end }}
+{{- $replicas := int (include "binder-federation.minReplicas" .) }}
+{{- if and .Values.podDisruptionBudget.enabled (gt $replicas 1) (ge (int .Values.podDisruptionBudget.minAvailable) $replicas) }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%v) must be below the replica count (%v), or no node could ever be drained" .Values.podDisruptionBudget.minAvailable $replicas) }}
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled=true needs ingress.host (the federation's launch domain, e.g. mybinder.org)" }}
