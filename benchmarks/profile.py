@@ -9,7 +9,9 @@ Not part of `make bench`: it needs py-spy, and ptrace rights over the router pro
 the profiler, for its CPU time per redirect, then with py-spy attached (native frames
 included, so numpy's C calls are seen), for the share of samples each item of the
 redirect path takes. An item's time is its share times the unprofiled CPU time per
-redirect. Samples are attributed to the innermost frame that names an item; the
+redirect. "+ limits" columns check and count every abuse limit (set too high to
+refuse: the redirect benchmark runs without them, its load being one client
+address). Samples are attributed to the innermost frame that names an item; the
 bare-aiohttp ceiling, with its minimal response and with the router's whole response
 (body, headers, cookie), says what aiohttp itself costs.
 """
@@ -45,17 +47,20 @@ ITEMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("store read: in-flight counts", ("_counts (",)),
     ("store read: rest of launch_state", ("launch_state (",)),
     ("store record: record_launch", ("record_launch (",)),
+    ("store: limit counters (limit_launch)", ("limit_launch (",)),
     ("view building (ViewBuilder)", ("federation/view.py", "view_for (")),
     ("placement: place() in Python", ("federation/policy.py", "federation/table.py")),
     ("launch path parsing", ("federation/spec.py", "parse_request (")),
-    ("limit checks (bans; limits off)", ("router/limits.py", "router/clients.py")),
+    ("limit checks (bans only, unless + limits)", ("router/limits.py", "router/clients.py")),
     ("launch event dict", ("launch_event (",)),
     ("response object in the handler", ("Response.__init__ (aiohttp/web_response.py",)),
 )
 HANDLER = "handler's own code (handle_launch, admit, decide, record)"
 AIOHTTP = "aiohttp outside the handler (parse, route, write)"
 OTHER = "event loop, socket I/O, GC, other"
-CONFIGS = (("memory", 3), ("memory", 1000), ("redis", 3), ("redis", 1000))
+# (store, members, abuse limits checked)
+CONFIGS = (("memory", 3, False), ("memory", 1000, False), ("redis", 3, False), ("redis", 1000, False),
+           ("memory", 3, True), ("redis", 3, True))
 
 
 def classify(frames: list[str]) -> str:
@@ -81,12 +86,14 @@ def shares(raw: Path) -> dict[str, float]:
     return {item: n / total for item, n in counts.items()}
 
 
-def profile(store_url: str, members: int, seconds: int, redis: RedisProcess | None) -> tuple[float, dict[str, float]]:
+def profile(store_url: str, members: int, limits: bool, seconds: int,
+            redis: RedisProcess | None) -> tuple[float, dict[str, float]]:
     """(CPU seconds per redirect without the profiler, share per item with it)."""
     cores = usable_cores()
     server_core, load_core = ({cores[0]}, {cores[1]}) if len(cores) >= 2 else (None, None)
-    unprofiled = measure(router_args(store_url, members), 1, redis, uses_redis=store_url.startswith("redis"))
-    with Server(router_args(store_url, members), server_core) as router, tempfile.TemporaryDirectory() as tmp:
+    args = router_args(store_url, members) + (["--limits"] if limits else [])
+    unprofiled = measure(args, 1, redis, uses_redis=store_url.startswith("redis"))
+    with Server(args, server_core) as router, tempfile.TemporaryDirectory() as tmp:
         get(router.port, "/build/gh/org/repo0/HEAD")
         run_load(router.port, 1, CONNECTIONS, REPOS, load_core)
         raw = Path(tmp) / "samples.txt"
@@ -115,9 +122,9 @@ def main() -> int:
         ceiling = measure(["ceiling"], 1)
         like_router = measure(["ceiling", "--router-response"], 1)
         results = {}
-        for store, members in CONFIGS:
+        for store, members, limits in CONFIGS:
             url = redis.url if store == "redis" else "memory://"
-            results[(store, members)] = profile(url, members, args.seconds, redis)
+            results[(store, members, limits)] = profile(url, members, limits, args.seconds, redis)
     finally:
         redis.stop()
     items = [item for item, _ in ITEMS] + [HANDLER, AIOHTTP, OTHER]
@@ -127,7 +134,8 @@ def main() -> int:
         rows.append([item, *cells])
     rows.append(["total CPU per redirect (unprofiled)", *(f"{1e3 * cpu:.3f}" for cpu, _ in results.values())])
     print(table("Where a redirect's CPU time goes (ms per redirect, share of samples)",
-                ["item", *(f"{store} {members:,}" for store, members in CONFIGS)], rows))
+                ["item", *(f"{store} {members:,}{' + limits' if limits else ''}" for store, members, limits in CONFIGS)],
+                rows))
     print(f"\nBare-aiohttp ceiling in this run: {1e3 * (ceiling.cpu_per_request or 0):.3f} ms per redirect "
           f"({ceiling.load.rps:,.0f} req/s); answering with the router's whole response (body, CORS and decision "
           f"headers, cookie): {1e3 * (like_router.cpu_per_request or 0):.3f} ms ({like_router.load.rps:,.0f} req/s).")

@@ -1,10 +1,11 @@
 """Redirect throughput of the router beside the bare-aiohttp ceiling, measured in one run.
 
-Every router figure is paired with the ceiling measured right before it, the same
-way: a bare aiohttp handler answering each launch path with a 307 and a `Location`
-(benchmarks/target.py), in a process of its own, under the same load (wrk, 50
-connections, 1,000 repository `/build/` paths in turn). The ratio of the two is what
-a shared, busy machine cannot blur: both move together when the machine slows down.
+Every router figure has the ceiling measured beside it, the same way: a bare aiohttp
+handler answering each launch path with a 307 and a `Location` (benchmarks/target.py),
+in a process of its own, under the same load (wrk, 50 connections, 1,000 repository
+`/build/` paths in turn). Both run side by side and are loaded in turn, three times
+each; each figure is the median run. The ratio of the two is what a shared, busy
+machine cannot blur much: both move together when the machine slows down.
 
 Layout on a machine with two cores: the server process on one core, the load
 generator and redis-server on the other. Two replicas: two server processes on one
@@ -25,7 +26,7 @@ before the load: probing is measured on its own (benchmarks/probing.py).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tests.support.redis_proc import RedisProcess
 
@@ -34,7 +35,8 @@ from .common import table
 from .load import Load, Server, cpu_seconds, get, load_generator, pin, run_load, usable_cores
 
 SIZES = (3, 1000)
-DURATION = 5.0
+DURATION = 3.0  # seconds per load run
+ROUNDS = 3  # runs of the ceiling and of the router, in turn
 WARMUP = 1.0
 CONNECTIONS = 50
 REPOS = 1000
@@ -64,8 +66,10 @@ class Row:
     store: str
     members: int
     replicas: int
-    router: Run
+    router: Run  # the median run
     ceiling: Run
+    router_runs: list[Run] = field(default_factory=list)
+    ceiling_runs: list[Run] = field(default_factory=list)
 
     @property
     def of_ceiling(self) -> float:
@@ -110,50 +114,95 @@ def _top_level_calls(redis: RedisProcess) -> int:
     return sum(int(info.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval", "multi"))
 
 
-def measure(args: list[str], replicas: int, redis: RedisProcess | None = None, uses_redis: bool = False) -> Run:
-    """Start `replicas` server processes with `args`, load them, stop them."""
-    server_cores, load_cores = layout(replicas)
-    if redis is not None and redis.proc is not None:
-        pin(redis.proc.pid, load_cores if load_cores is not None else set(usable_cores()))
-        if uses_redis:
-            with contextlib.closing(_redis_client(redis)) as client:
-                client.flushall()
-    shared = ["--reuse-port"] if replicas > 1 else []
-    with contextlib.ExitStack() as stack:
-        first = stack.enter_context(Server(args + shared, server_cores[0]))
-        servers = [first] + [stack.enter_context(Server(args + shared + ["--port", str(first.port)], cores))
-                             for cores in server_cores[1:]]
-        status, headers, _ = get(first.port, PROBE_PATH)
-        if status != 307 or not headers.get("Location", "").endswith(PROBE_PATH):
-            raise RuntimeError(f"{args[0]} answered {PROBE_PATH} with {status} {headers}: {first.log_tail()}")
-        run_load(first.port, WARMUP, CONNECTIONS, REPOS, load_cores)
-        calls = _top_level_calls(redis) if uses_redis and redis is not None else None
-        redis_pid = redis.proc.pid if uses_redis and redis is not None and redis.proc is not None else None
-        before = [s.cpu() for s in servers]
+class Servers:
+    """`replicas` processes of one benchmark server on one port, one per core of the layout."""
+
+    def __init__(self, args: list[str], replicas: int, redis: RedisProcess | None = None):
+        self.args = args
+        self.replicas = replicas
+        self.redis = redis  # the Redis these servers use: its CPU and round trips are counted
+        self.cores, self.load_cores = layout(replicas)
+        self.stack = contextlib.ExitStack()
+        self.servers: list[Server] = []
+
+    def __enter__(self) -> "Servers":
+        shared = ["--reuse-port"] if self.replicas > 1 else []
+        try:
+            first = self.stack.enter_context(Server(self.args + shared, self.cores[0]))
+            self.servers = [first] + [
+                self.stack.enter_context(Server(self.args + shared + ["--port", str(first.port)], cores))
+                for cores in self.cores[1:]]
+            status, headers, _ = get(first.port, PROBE_PATH)
+            if status != 307 or not headers.get("Location", "").endswith(PROBE_PATH):
+                raise RuntimeError(f"{self.args[0]} answered {PROBE_PATH} with {status} {headers}: {first.log_tail()}")
+            run_load(first.port, WARMUP, CONNECTIONS, REPOS, self.load_cores)
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    def run(self, seconds: float) -> Run:
+        """Load the servers for `seconds`; their CPU time (and Redis') over exactly that load."""
+        redis = self.redis
+        redis_pid = redis.proc.pid if redis is not None and redis.proc is not None else None
+        calls = _top_level_calls(redis) if redis is not None else None
+        before = [s.cpu() for s in self.servers]
         redis_before = cpu_seconds(redis_pid) if redis_pid else None
-        load = run_load(first.port, DURATION, CONNECTIONS, REPOS, load_cores)
-        after = [s.cpu() for s in servers]
+        load = run_load(self.servers[0].port, seconds, CONNECTIONS, REPOS, self.load_cores)
+        after = [s.cpu() for s in self.servers]
         redis_after = cpu_seconds(redis_pid) if redis_pid else None
-        for server in servers:
+        for server in self.servers:
             if server.proc is not None and server.proc.poll() is not None:
-                raise RuntimeError(f"{args[0]} exited during the load: {server.log_tail()}")
-    cpu = None if None in before + after else sum(a - b for a, b in zip(after, before))  # type: ignore[operator]
-    run = Run(load=load, cpu=cpu)
-    if redis_before is not None and redis_after is not None:
-        run.redis_cpu = redis_after - redis_before
-    if calls is not None and load.requests:
-        run.round_trips = (_top_level_calls(redis) - calls) / load.requests  # type: ignore[arg-type]
-    return run
+                raise RuntimeError(f"{self.args[0]} exited during the load: {server.log_tail()}")
+        cpu = None if None in before + after else sum(a - b for a, b in zip(after, before))  # type: ignore[operator]
+        result = Run(load=load, cpu=cpu)
+        if redis_before is not None and redis_after is not None:
+            result.redis_cpu = redis_after - redis_before
+        if calls is not None and redis is not None and load.requests:
+            result.round_trips = (_top_level_calls(redis) - calls) / load.requests
+        return result
+
+
+def prepare_redis(redis: RedisProcess | None, replicas: int, flush: bool) -> None:
+    """Put redis-server beside the load generator and, for a new router, empty it."""
+    if redis is None or redis.proc is None:
+        return
+    _, load_cores = layout(replicas)
+    pin(redis.proc.pid, load_cores if load_cores is not None else set(usable_cores()))
+    if flush:
+        with contextlib.closing(_redis_client(redis)) as client:
+            client.flushall()
+
+
+def measure(args: list[str], replicas: int, redis: RedisProcess | None = None, uses_redis: bool = False) -> Run:
+    """Start `replicas` server processes with `args`, load them once, stop them."""
+    prepare_redis(redis, replicas, flush=uses_redis)
+    with Servers(args, replicas, redis if uses_redis else None) as servers:
+        return servers.run(DURATION)
 
 
 def router_args(store_url: str, members: int) -> list[str]:
     return ["router", "--members", str(members), "--store", store_url]
 
 
+def _median(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda r: r.load.rps)[len(runs) // 2]
+
+
 def measure_row(store: str, store_url: str, members: int, replicas: int, redis: RedisProcess | None) -> Row:
-    ceiling = measure(["ceiling"], replicas, redis)
-    router = measure(router_args(store_url, members), replicas, redis, uses_redis=store == "redis")
-    return Row(store, members, replicas, router, ceiling)
+    """The router and the ceiling, both running, loaded in turn ROUNDS times: the
+    machine's ups and downs fall on both alike; each figure is the median run."""
+    prepare_redis(redis, replicas, flush=store == "redis")
+    routers, ceilings = [], []
+    with Servers(["ceiling"], replicas) as ceiling, \
+            Servers(router_args(store_url, members), replicas, redis if store == "redis" else None) as router:
+        for _ in range(ROUNDS):
+            ceilings.append(ceiling.run(DURATION))
+            routers.append(router.run(DURATION))
+    return Row(store, members, replicas, _median(routers), _median(ceilings), routers, ceilings)
 
 
 def _ms(value: float | None, digits: int = 3) -> str:
@@ -164,6 +213,11 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
+def _spread(runs: list[Run]) -> str:
+    rates = sorted(r.load.rps for r in runs)
+    return f"{rates[0]:,.0f}–{rates[-1]:,.0f}" if rates else "-"
+
+
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -172,20 +226,20 @@ def run(redis: RedisProcess | None) -> str:
     tool = load_generator()
     rows: list[Row] = []
     stores = [("memory", "memory://")] + ([("redis", redis.url)] if redis is not None else [])
-    for store, url in stores:
-        for members in SIZES:
+    for store, url in stores:  # one replica and two side by side in time, their ratio is a target
+        rows.append(measure_row(store, url, SIZES[0], 1, redis))
+        rows.append(measure_row(store, url, SIZES[0], 2, redis))
+        for members in SIZES[1:]:
             rows.append(measure_row(store, url, members, 1, redis))
-    for store, url in stores:
-        rows.append(measure_row(store, url, 3, 2, redis))
     probes = probing.run(redis)
 
     lines = []
     for r in rows:
         load, ceiling = r.router.load, r.ceiling.load
         lines.append([
-            r.store, r.members, r.replicas, f"{load.rps:,.0f}", _ms(r.router.cpu_per_request),
-            _ms(load.p50, 2), _ms(load.p99, 2), load.error_count,
-            f"{ceiling.rps:,.0f}", _ms(r.ceiling.cpu_per_request), _percent(r.of_ceiling),
+            r.store, r.members, r.replicas, f"{load.rps:,.0f}", _spread(r.router_runs), _ms(r.router.cpu_per_request),
+            _ms(load.p50, 2), _ms(load.p99, 2), sum(run.load.error_count for run in r.router_runs + r.ceiling_runs),
+            f"{ceiling.rps:,.0f}", _spread(r.ceiling_runs), _ms(r.ceiling.cpu_per_request), _percent(r.of_ceiling),
             "-" if r.router.round_trips is None else f"{r.router.round_trips:.2f}",
             _ms(r.router.redis_per_request),
             _percent(load.cpu / load.seconds if load.cpu is not None and load.seconds else None),
@@ -194,10 +248,10 @@ def run(redis: RedisProcess | None) -> str:
                  "the Python load generator, because wrk is not installed: it costs far more CPU per request "
                  "than wrk, so these figures understate both servers (`scripts/ensure-bench-tools` installs wrk)")
     out = [table(
-        f"Redirects: the router beside the bare-aiohttp 307 ceiling of the same run "
-        f"({tool}, {CONNECTIONS} connections, {REPOS:,} repository /build/ paths, {DURATION:g} s each)",
-        ["store", "members", "processes", "req/s", "ms CPU/req", "p50 ms", "p99 ms", "errors",
-         "ceiling req/s", "ceiling ms CPU/req", "of ceiling", "Redis round trips/req", "redis-server ms CPU/req",
+        f"Redirects: the router beside the bare-aiohttp 307 ceiling of the same run ({tool}, {CONNECTIONS} "
+        f"connections, {REPOS:,} repository /build/ paths; median of {ROUNDS} runs of {DURATION:g} s, in turn)",
+        ["store", "members", "processes", "req/s", "runs", "ms CPU/req", "p50 ms", "p99 ms", "errors",
+         "ceiling req/s", "ceiling runs", "ceiling ms CPU/req", "of ceiling", "Redis round trips/req", "redis-server ms CPU/req",
          "load generator CPU"], lines)]
     out.append(f"\nLoad generator: {tool_note}. Cores: {layout_note()}. Router: bounded-affinity, sticky cookie "
                f"set, JSON log line per launch, abuse limits off (one client address). Figures from a shared "

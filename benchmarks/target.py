@@ -31,7 +31,7 @@ import time
 
 from aiohttp import web
 
-from federation.config import FederationConfig, LimitSettings, PolicySettings, RouterSettings
+from federation.config import FederationConfig, LimitSettings, PolicySettings, RateLimit, RouterSettings
 from federation.logs import setup_logging
 from federation.members import Member
 from federation.store import open_store
@@ -50,15 +50,20 @@ QUOTA = 1_000_000
 IN_FLIGHT_TTL = 2.0
 
 
-def router_config(ms: list[Member], store_url: str) -> FederationConfig:
+# `--limits`: every abuse limit checked and counted, none ever reached.
+UNREACHABLE_LIMITS = LimitSettings(enabled=True, per_client=RateLimit(10**12), per_repo=RateLimit(10**12),
+                                   repo_concurrency=10**12)
+
+
+def router_config(ms: list[Member], store_url: str, limits: bool = False) -> FederationConfig:
     """The benchmark's router: defaults (sticky cookie included), but no abuse limits,
     because the load generator is a single client address launching thousands of
-    times a second."""
+    times a second; `limits`: limits that cost what they cost but never refuse."""
     return FederationConfig(
         members=tuple(ms), store_url=store_url,
         policy=PolicySettings(in_flight_ttl=IN_FLIGHT_TTL),
         router=RouterSettings(port=0),
-        limits=LimitSettings(enabled=False),
+        limits=UNREACHABLE_LIMITS if limits else LimitSettings(enabled=False),
     )
 
 
@@ -67,7 +72,7 @@ async def router_app(args: argparse.Namespace) -> web.Application:
         ms = [Member(name=f"m{i:04d}", url=url) for i, url in enumerate(args.member_url)]
     else:
         ms = members(args.members)
-    cfg = router_config(ms, args.store)
+    cfg = router_config(ms, args.store, args.limits)
     store = open_store(args.store)
     app = create_app(cfg, store, probe=args.probe)
     if not args.probe:
@@ -164,6 +169,7 @@ def main() -> None:
     parser.add_argument("--member-url", action="append", default=[], help="router: member URLs (instead of --members)")
     parser.add_argument("--store", default="memory://", help="router: store URL")
     parser.add_argument("--probe", action="store_true", help="router: run the prober")
+    parser.add_argument("--limits", action="store_true", help="router: check every abuse limit (never reached)")
     parser.add_argument("--router-response", action="store_true",
                         help="ceiling: answer with the router's whole response (headers, body, cookie)")
     parser.add_argument("--sites", type=int, default=1, help="health: members, one port each")
