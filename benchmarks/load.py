@@ -151,8 +151,9 @@ def run_load(port: int, seconds: float, connections: int, repos: int, cores: Ite
     tool = load_generator()
     url = f"http://127.0.0.1:{port}"
     if tool == "wrk":
-        command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(LUA), url,
-                   "--", str(repos)]
+        # wrk takes whole seconds
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+                   "-s", str(LUA), url, "--", str(repos)]
     else:
         command = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--duration", str(seconds),
                    "--concurrency", str(connections), "--repos", str(repos)]

@@ -251,8 +251,8 @@ def run(redis: RedisProcess | None) -> str:
         f"Redirects: the router beside the bare-aiohttp 307 ceiling of the same run ({tool}, {CONNECTIONS} "
         f"connections, {REPOS:,} repository /build/ paths; median of {ROUNDS} runs of {DURATION:g} s, in turn)",
         ["store", "members", "processes", "req/s", "runs", "ms CPU/req", "p50 ms", "p99 ms", "errors",
-         "ceiling req/s", "ceiling runs", "ceiling ms CPU/req", "of ceiling", "Redis round trips/req", "redis-server ms CPU/req",
-         "load generator CPU"], lines)]
+         "ceiling req/s", "ceiling runs", "ceiling ms CPU/req", "of ceiling", "Redis round trips/req",
+         "redis-server ms CPU/req", "load generator CPU"], lines)]
     out.append(f"\nLoad generator: {tool_note}. Cores: {layout_note()}. Router: bounded-affinity, sticky cookie "
                f"set, JSON log line per launch, abuse limits off (one client address). Figures from a shared "
                f"machine move between runs; the same-run ratios are what to compare.")

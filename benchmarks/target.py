@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=1, help="health: members, one port each")
     args = parser.parse_args()
     # One socket per member connection (health, probing) on top of the load's 50.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     setup_logging("json", "info")  # as `binderfed serve` in a container: JSON lines on stderr
     asyncio.run(serve(args))
