@@ -26,8 +26,9 @@ test: venv tools
 tools: venv
 	scripts/ensure-tools $(VENV)
 
-## make bench: performance figures, printed as tables
+## make bench: performance figures, printed as tables (installs wrk, the load generator, when missing)
 bench: venv tools
+	scripts/ensure-bench-tools
 	$(BIN)/python -m benchmarks
 
 ## make soak: the router with Redis and dev members under steady launch traffic (SOAK_MINUTES=10), not part of make test

@@ -26,7 +26,7 @@ def main() -> int:
             if section == "placement":
                 print(placement.run(), flush=True)
             elif section == "redirect":
-                print(redirect.run(redis_proc.url), flush=True)
+                print(redirect.run(redis_proc), flush=True)
             elif section == "membership":
                 print(membership.run(redis_proc.url), flush=True)
             elif section == "relay":

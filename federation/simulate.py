@@ -57,6 +57,16 @@ Synthetic trace (`TraceParams`; seeded, deterministic):
 - session lengths are log-normal with median `session_median` (600 s) and shape
   `session_sigma` (1.0), cut at `session_max` (6 h, BinderHub's maximum age).
 
+Scenarios (`--scenario`, `SCENARIOS`): `default` is the trace above. `low-load` is
+a quiet federation: 20 000 launches at 0.05 per second (about 6 % of the pods in
+use, members far from full), no viral burst and no data launches, so that bounded
+load is the only difference between rendezvous and bounded-affinity; there
+bounded-affinity must place like rendezvous (affinity holds while balance does not
+matter). With the default 10 % data launches added (`--data-share 0.1`)
+bounded-affinity trails rendezvous by about 0.2 points of cache hits there: its data
+tier sends every data launch to the data site's one member (data-local 100 % against
+about 25 %), whose image cache then holds both.
+
 JSONL trace (`--trace`): one launch event per line, BinderHub's launch-event shape
 `{"timestamp": ..., "provider": ..., "spec": ...}`. The timestamp is Unix seconds or
 ISO 8601; the provider is the URL prefix (`gh`) or the event archive's name
@@ -70,7 +80,10 @@ landed on a member whose node cache held the image); builds; refused launches
 peak utilization (max over time of pods / quota: the max over members, and per
 member); mean utilization (time average of all pods / all quota, until the last
 arrival); data-local rate (of launches naming data, the share sent to a member
-declaring that data site).
+declaring that data site); time to ready, median and p95 (from the click to the
+server being ready, over the launches a member accepted: redirect, then start-up,
+pull or build, or the wait for a build of the same image already running there;
+refused launches never get a server and are counted apart).
 """
 
 from __future__ import annotations
@@ -165,6 +178,16 @@ class TraceParams:
     session_sigma: float = 1.0
     session_max: float = 6 * 3600.0
     seed: int = 1
+
+
+# Named synthetic scenarios (`--scenario`); trace flags given on the command line override them.
+SCENARIOS: dict[str, TraceParams] = {
+    # Busy: about half the federation in use, 80 % during the viral burst.
+    "default": TraceParams(),
+    # Quiet: about 6 % in use, no burst and no data launches, so that bounded load is the
+    # only difference between rendezvous and bounded-affinity (see the module docstring).
+    "low-load": TraceParams(launches=20_000, rate=0.05, viral_share=0.0, data_share=0.0),
+}
 
 
 @dataclass(frozen=True)
@@ -315,6 +338,14 @@ def read_trace(path: str | Path, params: TraceParams = TraceParams()) -> Trace:
 # --------------------------------------------------------------------------------------
 
 
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank `q`-th percentile (a value that occurred), None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
 @dataclass
 class Result:
     strategy: str
@@ -334,6 +365,7 @@ class Result:
     duration: float = 0.0  # simulated seconds until the last arrival
     wall: float = 0.0  # seconds the simulation took
     samples: list[tuple[float, tuple[float, ...]]] = field(default_factory=list, repr=False)
+    ready_times: list[float] = field(default_factory=list, repr=False)  # click to ready, per accepted launch
     trace: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -348,6 +380,14 @@ class Result:
     def peak_utilization(self) -> float:
         return max(self.peak.values(), default=0.0)
 
+    @property
+    def ready_median(self) -> float | None:
+        return _percentile(self.ready_times, 50)
+
+    @property
+    def ready_p95(self) -> float | None:
+        return _percentile(self.ready_times, 95)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "launches": self.launches,
@@ -359,6 +399,8 @@ class Result:
             "no_member": self.unplaced,
             "peak_utilization": round(self.peak_utilization, 6),
             "peak_utilization_per_member": {name: round(value, 6) for name, value in self.peak.items()},
+            "time_to_ready_median": None if self.ready_median is None else round(self.ready_median, 3),
+            "time_to_ready_p95": None if self.ready_p95 is None else round(self.ready_p95, 3),
             "mean_utilization": round(self.mean_utilization, 6),
             "mean_utilization_per_member": {name: round(value, 6) for name, value in self.mean.items()},
             "data_launches": self.data_launches,
@@ -485,6 +527,7 @@ class _Simulation:
                     self.building[member][key] = done
                 self.push(done, _BUILT, key, member)
             ready = done + model.start_time
+        result.ready_times.append(ready - launch.time)
         self.push(ready, _READY, key, member)
         self.push(ready + launch.session, _END, None, member)
 
@@ -613,15 +656,18 @@ def format_table(results: Sequence[Result]) -> str:
     names = results[0].members
     header = (
         f"{'strategy':<17} {'launches':>9} {'cache hits':>10} {'builds':>7} {'refused':>8} {'no member':>9} "
-        f"{'peak util':>9} {'mean util':>9} {'data-local':>10}  peak per member ({', '.join(names)})"
+        f"{'peak util':>9} {'mean util':>9} {'data-local':>10} {'ready p50':>9} {'ready p95':>9}  "
+        f"peak per member ({', '.join(names)})"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         local = "-" if r.data_local_rate is None else f"{100 * r.data_local_rate:.1f}%"
         per_member = " ".join(f"{100 * r.peak[name]:.0f}%" for name in names)
+        p50, p95 = ("-" if v is None else f"{v:.0f} s" for v in (r.ready_median, r.ready_p95))
         lines.append(
             f"{r.strategy:<17} {r.launches:>9} {100 * r.hit_rate:>9.1f}% {r.builds:>7} {r.refused:>8} {r.unplaced:>9} "
-            f"{100 * r.peak_utilization:>8.1f}% {100 * r.mean_utilization:>8.1f}% {local:>10}  {per_member}"
+            f"{100 * r.peak_utilization:>8.1f}% {100 * r.mean_utilization:>8.1f}% {local:>10} {p50:>9} {p95:>9}  "
+            f"{per_member}"
         )
     return "\n".join(lines)
 
@@ -661,6 +707,21 @@ def plot(results: Sequence[Result], path: str | Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
+# (flag, TraceParams field, type, help) of the synthetic trace's command-line flags.
+TRACE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--launches", "launches", int, "synthetic launches"),
+    ("--seed", "seed", int, "seed of the trace and the router"),
+    ("--repos", "repos", int, "synthetic repositories"),
+    ("--zipf", "zipf", float, "Zipf exponent of popularity"),
+    ("--rate", "rate", float, "launches per second"),
+    ("--viral-share", "viral_share", float, "share of launches the viral repository takes during the burst"),
+    ("--burst-start", "burst_start", float, "start of the burst, as a fraction of the trace"),
+    ("--burst-length", "burst_length", float, "length of the burst, as a fraction of the trace"),
+    ("--data-share", "data_share", float, "share of launches naming data"),
+    ("--session-median", "session_median", float, "median session length in seconds"),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults, model, policy = TraceParams(), Model(), PolicySettings()
     parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
@@ -668,21 +729,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--members", default=DEFAULT_MEMBERS,
                         help="members: [name=]quota[:weight=W][:cache=N][:sites=a+b],... (default: %(default)s)")
     parser.add_argument("--trace", metavar="FILE.jsonl", help="replay a JSONL launch-event trace instead of a synthetic one")
-    parser.add_argument("--launches", type=int, default=defaults.launches, help="synthetic launches (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the trace and the router (default: %(default)s)")
-    parser.add_argument("--repos", type=int, default=defaults.repos, help="synthetic repositories (default: %(default)s)")
-    parser.add_argument("--zipf", type=float, default=defaults.zipf, help="Zipf exponent of popularity (default: %(default)s)")
-    parser.add_argument("--rate", type=float, default=defaults.rate, help="launches per second (default: %(default)s)")
-    parser.add_argument("--viral-share", type=float, default=defaults.viral_share,
-                        help="share of launches the viral repository takes during the burst (default: %(default)s)")
-    parser.add_argument("--burst-start", type=float, default=defaults.burst_start,
-                        help="start of the burst, as a fraction of the trace (default: %(default)s)")
-    parser.add_argument("--burst-length", type=float, default=defaults.burst_length,
-                        help="length of the burst, as a fraction of the trace (default: %(default)s)")
-    parser.add_argument("--data-share", type=float, default=defaults.data_share,
-                        help="share of launches naming data (default: %(default)s)")
-    parser.add_argument("--session-median", type=float, default=defaults.session_median,
-                        help="median session length in seconds (default: %(default)s)")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="default",
+                        help="synthetic trace preset: default (busy, with a viral burst) or low-load (quiet); "
+                             "the flags below override its values (default: %(default)s)")
+    # Trace flags default to the scenario's values, shown here for the default scenario.
+    for flag, name, kind, text in TRACE_FLAGS:
+        parser.add_argument(flag, dest=name, type=kind, default=None,
+                            help=f"{text} (default: the scenario's; {getattr(defaults, name)} in default)")
     parser.add_argument("--cache-images", type=int, help="images each member's nodes keep (default: its quota)")
     parser.add_argument("--epsilon", type=float, default=policy.epsilon, help="bounded-load epsilon (default: %(default)s)")
     parser.add_argument("--headroom", type=int, default=policy.pod_headroom, help="policy pod_headroom (default: %(default)s)")
@@ -708,13 +761,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"binderfed simulate: --members: {exc}", file=sys.stderr)
         return 2
-    params = TraceParams(
-        launches=args.launches, repos=args.repos, zipf=args.zipf, rate=args.rate, viral_share=args.viral_share,
-        burst_start=args.burst_start, burst_length=args.burst_length, data_share=args.data_share,
-        session_median=args.session_median, seed=args.seed,
-    )
+    given = {name: getattr(args, name) for _, name, _, _ in TRACE_FLAGS if getattr(args, name) is not None}
+    params = dataclasses.replace(SCENARIOS[args.scenario], **given)
     try:
-        trace = read_trace(args.trace, params) if args.trace else synthetic_trace(params)
+        if args.trace:
+            trace = read_trace(args.trace, params)
+        else:
+            trace = synthetic_trace(params)
+            trace = dataclasses.replace(trace, source=f"synthetic, {args.scenario} scenario (seed {params.seed})")
     except (OSError, ValueError) as exc:
         print(f"binderfed simulate: {exc}", file=sys.stderr)
         return 2
@@ -725,7 +779,7 @@ def run(args: argparse.Namespace) -> int:
         PolicySettings(), epsilon=args.epsilon, pod_headroom=args.headroom, in_flight_ttl=args.in_flight_ttl
     )
     model = dataclasses.replace(Model(), probe_period=args.probe_period, health_cache=args.health_cache)
-    results = [simulate(trace, members, strategy, settings, model, args.seed) for strategy in strategies]
+    results = [simulate(trace, members, strategy, settings, model, params.seed) for strategy in strategies]
     if args.json:
         print(json.dumps({r.strategy: r.to_json() for r in results}, indent=2))
     else:

@@ -112,8 +112,11 @@ def reference(view: FederationView, launch: Launch, policy: PolicySettings, stic
             average = (sum(m.status.total_pods + m.in_flight for m in counted) + 1) / sum(m.status.quota for m in counted)
             grow = 1 + policy.epsilon
             bound = min(grow * average, 1 - (1 - average) / grow)
+            floor = policy.epsilon / grow  # below this load ratio nobody is passed over
             # load ratio > bound, multiplied out as placement does (no rounding difference at a tie)
-            over = {m.name for m in counted if m.status.total_pods + m.in_flight > m.status.quota * bound}
+            over = {m.name for m in counted
+                    if m.status.total_pods + m.in_flight > m.status.quota * bound
+                    and m.status.total_pods + m.in_flight > m.status.quota * floor}
             if len(over) == len(members):
                 over = set()
         unconstrained = min(members, key=lambda m: (tier(m), -score(m)))

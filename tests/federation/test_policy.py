@@ -240,6 +240,28 @@ def test_a_single_launch_to_an_empty_federation_is_not_spilled():
         assert decide(view, repo).reason == "affinity"
 
 
+def test_at_low_load_affinity_holds_until_a_member_is_a_third_full():
+    # The federation is almost empty (average load 4 %), so any launch on the small member
+    # puts it far above (1 + eps) x average; it keeps its repositories all the same until
+    # its own load passes eps / (1 + eps) = 1/3 of its quota.
+    def small_first(pods: int) -> list[Decision]:
+        view = fed(mv("small", quota=50, pods=pods), mv("big", quota=400), mv("big2", quota=400))
+        plain = [decide(view, repo, "rendezvous") for repo in REPOS]
+        return [decide(view, repo) for repo, d in zip(REPOS, plain) if d.member.name == "small"]
+
+    at_16 = small_first(16)
+    assert at_16 and all((d.member.name, d.reason) == ("small", "affinity") for d in at_16)
+    at_17 = small_first(17)
+    assert at_17 and all(d.reason == "spill" and d.member.name != "small" for d in at_17)
+
+
+def test_the_low_load_floor_follows_epsilon():
+    view = fed(mv("small", quota=50, pods=10), mv("big", quota=400))
+    repo = next(r for r in REPOS if decide(view, r, "rendezvous").member.name == "small")
+    assert decide(view, repo, epsilon=0.5).reason == "affinity"  # 20 % < 1/3
+    assert decide(view, repo, epsilon=0.2).reason == "spill"  # 20 % > 1/6
+
+
 def test_overloaded_members_keep_their_relative_order_behind_the_others():
     view = fed(*(mv(f"m{i}", pods=95 if i < 3 else 5) for i in range(6)))
     plain = decide(view, strategy="rendezvous").ranking

@@ -168,3 +168,55 @@ def test_plot(tmp_path, capsys):
         assert not target.exists()
     else:
         assert code == 0 and target.stat().st_size > 0
+
+
+def test_small_scenario_reports_time_to_ready(small_results):
+    model = simulate.Model()
+    for r in small_results.values():
+        assert len(r.ready_times) == r.launches - r.refused - r.unplaced
+        # Nothing is faster than the redirect plus a start from the node's cache, which
+        # is what the median launch (a cache hit) takes.
+        fastest = model.redirect_delay + model.start_time
+        assert min(r.ready_times) == pytest.approx(fastest)
+        assert r.ready_median == pytest.approx(fastest) and r.ready_median <= r.ready_p95
+        figures = r.to_json()
+        assert figures["time_to_ready_median"] == round(r.ready_median, 3)
+        assert figures["time_to_ready_p95"] == round(r.ready_p95, 3)
+    # Random pulls and builds far more often: its slowest launches are slower.
+    assert small_results["random"].ready_p95 > small_results["bounded-affinity"].ready_p95
+
+
+def test_time_to_ready_is_a_build_then_a_start_from_cache():
+    key = "gh/org/repo"
+    trace = simulate.Trace((simulate.TraceLaunch(0.0, key, None, 60.0), simulate.TraceLaunch(1000.0, key, None, 60.0)),
+                           source="two launches")
+    result = simulate.simulate(trace, parse_members("a=10"), "rendezvous", seed=1)
+    model = simulate.Model()
+    build = simulate._build_time(key, 1, model)
+    assert sorted(result.ready_times) == [pytest.approx(model.redirect_delay + model.start_time),
+                                          pytest.approx(model.redirect_delay + build + model.start_time)]
+    assert result.ready_median == pytest.approx(model.redirect_delay + model.start_time)
+    assert result.ready_p95 == pytest.approx(model.redirect_delay + build + model.start_time)
+    assert simulate._percentile([], 50) is None
+
+
+def test_low_load_scenario_keeps_every_launch_on_its_affinity_member(capsys):
+    """At low load bounded-affinity places as rendezvous does: nothing is spilled, no cache hit lost."""
+    assert binderfed(["simulate", "--scenario", "low-load", "--strategies", "rendezvous,bounded-affinity", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    rendezvous, bounded = body["rendezvous"], body["bounded-affinity"]
+    assert bounded["launches"] == rendezvous["launches"] == simulate.SCENARIOS["low-load"].launches
+    assert bounded["peak_utilization"] < 0.5  # members far from full
+    assert "spill" not in bounded["reasons"]
+    assert bounded["cache_hit_rate"] >= rendezvous["cache_hit_rate"]
+    assert bounded["refused"] == 0
+
+
+def test_scenario_values_yield_to_flags(capsys):
+    assert binderfed(["simulate", "--scenario", "low-load", "--launches", "300", "--strategies", "random"]) == 0
+    out = capsys.readouterr().out
+    assert "low-load scenario" in out and "300 launches" in out
+    assert "ready p50" in out and "ready p95" in out
+    with pytest.raises(SystemExit) as exit_:
+        binderfed(["simulate", "--scenario", "busy"])
+    assert exit_.value.code == 2 and "invalid choice: 'busy'" in capsys.readouterr().err
