@@ -62,11 +62,21 @@ class HealthSettings:
     # Seconds the `prober` lease lasts without renewal: how long replicas go unprobed
     # after the leader dies. None: `prober_lease_ttl` derives it from the period.
     lease_ttl: float | None = None
+    # Seconds after which a member's last probe result no longer counts (it reads as
+    # `unknown`). None: `status_max_age` derives it from the periods.
+    max_status_age: float | None = None
 
     @property
     def prober_lease_ttl(self) -> float:
         """`lease_ttl`, or by default max(2 × period, 5) seconds."""
         return self.lease_ttl if self.lease_ttl is not None else max(2 * self.period, 5.0)
+
+    @property
+    def status_max_age(self) -> float:
+        """`max_status_age`, or by default 4 × the longer of the two periods, at least 60 s."""
+        if self.max_status_age is not None:
+            return self.max_status_age
+        return max(4 * max(self.period, self.failed_period), 60.0)
 
 
 @dataclass(frozen=True)

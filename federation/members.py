@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
+
+from hub.models import check_count
+
+MAX_REASON = 500  # characters of a status reason kept
 
 
 class MemberState(str, enum.Enum):
@@ -55,6 +60,30 @@ class MemberStatus:
     latency: float | None = None       # seconds the last /health took
     consecutive_failures: int = 0
 
+    def __post_init__(self) -> None:
+        # Counts come from members (and back from a shared store): bounded here, so no
+        # status placement reads can carry a number that overflows its arithmetic.
+        if self.quota is not None:
+            check_count(self.quota, "quota")
+        for name in ("total_pods", "build_pods", "user_pods", "consecutive_failures"):
+            check_count(getattr(self, name), name)
+        if not math.isfinite(self.checked_at):
+            raise ValueError(f"checked_at must be a finite number, not {self.checked_at!r}")
+        if self.latency is not None and not (math.isfinite(self.latency) and self.latency >= 0):
+            raise ValueError(f"latency must be a finite number >= 0, not {self.latency!r}")
+
+    def aged(self, now: float, max_age: float) -> "MemberStatus":
+        """This status, or `unknown` when its probe result is older than `max_age` seconds.
+
+        A status nobody refreshes (the prober stopped, or stuck on one member) must not
+        keep a member in rotation on what it said long ago. The reason names the limit,
+        not the age, so an aged status stays equal to itself from one read to the next.
+        """
+        if self.state is MemberState.UNKNOWN or now - self.checked_at <= max_age:
+            return self
+        return replace(self, state=MemberState.UNKNOWN,
+                       reason=f"no probe result in the last {max_age:g} s (last known: {self.state.value})")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "state": self.state.value,
@@ -72,20 +101,44 @@ class MemberStatus:
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> "MemberStatus":
+        """Parse `to_json`'s shape (read back from a shared store); ValueError for anything else."""
+        if not isinstance(data, Mapping):
+            raise ValueError("status is not a JSON object")
+        quota = data.get("quota")
+        latency = data.get("latency")
+        versions = data.get("versions") or {}
+        if not isinstance(versions, Mapping):
+            raise ValueError("versions is not an object")
         return cls(
             name=name,
             state=MemberState(data.get("state", "unknown")),
-            reason=str(data.get("reason", "")),
-            quota=data.get("quota"),
+            reason=str(data.get("reason", ""))[:MAX_REASON],
+            quota=None if quota is None else check_count(quota, "quota"),
             has_quota=bool(data.get("has_quota", False)),
-            total_pods=int(data.get("total_pods", 0)),
-            build_pods=int(data.get("build_pods", 0)),
-            user_pods=int(data.get("user_pods", 0)),
-            versions=dict(data.get("versions") or {}),
-            checked_at=float(data.get("checked_at", 0.0)),
-            latency=data.get("latency"),
-            consecutive_failures=int(data.get("consecutive_failures", 0)),
+            total_pods=check_count(data.get("total_pods", 0), "total_pods"),
+            build_pods=check_count(data.get("build_pods", 0), "build_pods"),
+            user_pods=check_count(data.get("user_pods", 0), "user_pods"),
+            versions=dict(versions),
+            checked_at=_number(data.get("checked_at", 0.0), "checked_at"),
+            latency=None if latency is None else _number(latency, "latency"),
+            consecutive_failures=check_count(data.get("consecutive_failures", 0), "consecutive_failures"),
         )
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} is not a number")
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float
+        raise ValueError(f"{name} is out of range") from None
+
+
+def fresh_statuses(statuses: Mapping[str, MemberStatus], now: float, max_age: float) -> Mapping[str, MemberStatus]:
+    """`statuses` with every one older than `max_age` seconds turned `unknown` (`MemberStatus.aged`)."""
+    stale = {name: status.aged(now, max_age) for name, status in statuses.items()
+             if status.state is not MemberState.UNKNOWN and now - status.checked_at > max_age}
+    return {**statuses, **stale} if stale else statuses
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from federation.config import FederationConfig
 from federation.launchlog import LaunchLog
+from federation.members import fresh_statuses
 from federation.membership import Membership
 from federation.spec import LaunchRequest
 from federation.store import Store
@@ -47,14 +48,15 @@ class RouterContext:
         """One store read, merged with the member set: the snapshot placement sees."""
         repo_key = request.repo_key if request is not None else None
         state = await self.store.launch_state(repo_key)
+        now = time.time()
         return self.views.build(
             self.membership.members(),
-            state.statuses,
+            fresh_statuses(state.statuses, now, self.config.health.status_max_age),
             state.in_flight,
             state.overrides,
             state.ejections,
             {repo_key: state.holders} if repo_key else {},
-            time.time(),
+            now,
         )
 
 
