@@ -6,6 +6,7 @@ every error names the file, the key path and what was expected.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -131,6 +132,19 @@ class RouterSettings:
     landing: str = "page"
     trusted_proxies: tuple[str, ...] = ()
     stream: StreamSettings = field(default_factory=StreamSettings)
+    # `trusted_proxies` parsed, once per configuration (entries that are no network are
+    # refused by `parse`, skipped here for configs built in code).
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, compare=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        networks = []
+        for entry in self.trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                pass
+        object.__setattr__(self, "trusted_networks", tuple(networks))
 
     def forward_for(self, family: str) -> str:
         """"redirect" or "stream" for a launch path family ("v2", "build", "repo")."""
@@ -294,6 +308,12 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
     router_data = dict(data.get("router", {}))
     if "trusted_proxies" in router_data:
         router_data["trusted_proxies"] = tuple(router_data["trusted_proxies"])
+        for index, entry in enumerate(router_data["trusted_proxies"]):
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(source, f"router.trusted_proxies[{index}]",
+                                  f"{entry!r} is not an IP address or CIDR network (such as 10.0.0.0/8)") from None
     if isinstance(router_data.get("forward"), dict):
         router_data["forward"] = ForwardModes(**router_data["forward"])
     router_data["stream"] = StreamSettings(**router_data.get("stream", {}))

@@ -51,9 +51,10 @@ parse than nested arrays); another adds the launch to its member's sorted set an
 event to the stream, unless `limit` live launches of that member are already there (the
 check and the count are one atomic step, so replicas that read the same counts cannot
 overfill a member together), and to its repository's sorted set when it carries a
-``repo_key``. `limit_launch` (the abuse limits, `router.limits`) is one more: it counts
-the launch against every rate-limit window and reads its repository's in-flight count
-in one script. Every other method is one round trip as well (a script or a
+``repo_key``, unless `repo_cap` launches of that repository are live there already (the
+repository's cap, checked in the same step). `limit_launch` (the abuse limits,
+`router.limits`) is one more: it counts the launch against every rate-limit window (and
+can read a repository's in-flight count) in one script. Every other method is one round trip as well (a script or a
 transaction pipeline), except `recent_launches`, which pages through the stream.
 Scripts use keys derived from their arguments, so they need a single Redis (or a
 Sentinel-managed master), not Redis Cluster.
@@ -122,7 +123,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .members import MemberStatus, Override
-from .store import Clock, LaunchState, LimitState, MemoryStore, RateCheck, Store
+from .store import COUNTED, MEMBER_FULL, REPO_CAP, Clock, LaunchState, LimitState, MemoryStore, RateCheck, RecordResult, Store
 
 log = logging.getLogger("binderfed.store")
 
@@ -296,23 +297,30 @@ end
 
 # KEYS: inflight:<member>, inflight-members, launches[, repo-inflight:<repo key>]
 # ARGV: member, launch id, expiry, gc ttl ms, event JSON ('' = none), event ms, maxlen,
-#       limit ('' = none), now[, repo expiry, repo gc ttl ms]
-# Returns 0 (nothing recorded) when `limit` launches of the member are already in flight.
+#       limit ('' = none), now[, repo expiry, repo gc ttl ms, repo cap ('' = none)]
+# Returns {1} when recorded; {0} (nothing recorded) when `limit` launches of the member
+# are already in flight; {2, n} when `repo cap` launches of the repository (n) are.
 RECORD_LAUNCH = _XADD_FUNCTION + _EXTEND_TTL_FUNCTION + """
+if KEYS[4] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[9])
+  if ARGV[12] ~= '' then
+    local running = redis.call('ZCARD', KEYS[4])
+    if running >= tonumber(ARGV[12]) then return {2, running} end
+  end
+end
 if ARGV[8] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[9])
-  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[8]) then return 0 end
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[8]) then return {0} end
 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
 extend_ttl(KEYS[1], ARGV[4])
 if ARGV[5] ~= '' then add_event(KEYS[3], ARGV[6], ARGV[5], ARGV[7]) end
 if KEYS[4] then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[9])
   redis.call('ZADD', KEYS[4], ARGV[10], ARGV[2])
   extend_ttl(KEYS[4], ARGV[11])
 end
-return 1
+return {1}
 """
 
 # KEYS: inflight:<member>, inflight-members   ARGV: now, count, member
@@ -788,32 +796,39 @@ class RedisStore(Store):
         return await self._call(remote, lambda: self._fallback.launch_state(repo_key))
 
     async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
-                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0) -> bool:
+                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0,
+                            repo_cap: int | None = None) -> RecordResult:
         launch_id = uuid.uuid4().hex
         now = self.clock()
         expiry = now + ttl
         payload = json.dumps(dict(event), default=str) if event is not None else ""
         ms = _event_ms(event) if event is not None else 0
+        capped = repo_cap if repo_key is not None else None
 
-        async def remote() -> bool:
+        async def remote() -> RecordResult:
             keys = [self._k_inflight + member, self._k_inflight_members, self._k_launches]
             args = [member, launch_id, repr(expiry), self._gc_ms(ttl), payload, ms, self.log_length,
                     "" if limit is None else int(limit), repr(now)]
             if repo_key is not None:
                 keys.append(self._k_repo_inflight + repo_key)
-                args += [repr(now + repo_ttl), self._gc_ms(repo_ttl)]
-            admitted = bool(await self._record_launch(keys=keys, args=args))
-            if admitted:  # mirrored, so the fallback knows this replica's launches if Redis goes away
-                await self._fallback.record_launch(member, ttl, event, repo_key=repo_key, repo_ttl=repo_ttl)
-            return admitted
+                args += [repr(now + repo_ttl), self._gc_ms(repo_ttl), "" if capped is None else int(capped)]
+            answer = await self._record_launch(keys=keys, args=args)
+            code = int(answer[0])
+            if code == 2:
+                return RecordResult(False, REPO_CAP, int(answer[1]))
+            if code == 0:
+                return RecordResult(False, MEMBER_FULL)
+            # Mirrored, so the fallback knows this replica's launches if Redis goes away.
+            await self._fallback.record_launch(member, ttl, event, repo_key=repo_key, repo_ttl=repo_ttl)
+            return COUNTED
 
-        async def local() -> bool:
-            # Degraded: the limit holds against this replica's own in-flight launches.
-            admitted = await self._fallback.record_launch(member, ttl, event, limit=limit, repo_key=repo_key,
-                                                          repo_ttl=repo_ttl)
-            if admitted:
+        async def local() -> RecordResult:
+            # Degraded: the limits hold against this replica's own in-flight launches.
+            result = await self._fallback.record_launch(member, ttl, event, limit=limit, repo_key=repo_key,
+                                                        repo_ttl=repo_ttl, repo_cap=capped)
+            if result:
                 journal()
-            return admitted
+            return result
 
         def journal() -> None:
             launches = self._journal.launches

@@ -41,6 +41,26 @@ class RateCheck:
 
 
 @dataclass(frozen=True)
+class RecordResult:
+    """What `Store.record_launch` did: counted the launch, or which limit refused it.
+
+    True in a boolean context exactly when the launch was counted.
+    """
+
+    counted: bool
+    refused: str | None = None   # None, MEMBER_FULL (the member's room) or REPO_CAP (the repository's cap)
+    repo_in_flight: int = 0      # the repository's launches in flight when REPO_CAP refused
+
+    def __bool__(self) -> bool:
+        return self.counted
+
+
+MEMBER_FULL = "member"
+REPO_CAP = "repo_cap"
+COUNTED = RecordResult(True)
+
+
+@dataclass(frozen=True)
 class LimitState:
     """What `Store.limit_launch` found."""
 
@@ -70,15 +90,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
-                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0) -> bool:
+                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0,
+                            repo_cap: int | None = None) -> RecordResult:
         """Count one launch in flight on `member` for `ttl` seconds and append `event` to the launch log.
 
-        With a `limit`, only if fewer than `limit` launches of `member` are in flight, checked
-        and counted in one atomic step: replicas (or concurrent requests of one replica) that
-        all read the same counts before any of them recorded cannot overfill the member
-        together. Returns whether the launch was counted (always True without a limit).
-        With a `repo_key`, a counted launch is also in flight for that repository for
-        `repo_ttl` seconds (`limit_launch` reads that count), in the same step.
+        With a `limit`, only if fewer than `limit` launches of `member` are in flight; with a
+        `repo_cap` (and a `repo_key`), only if fewer than `repo_cap` launches of that
+        repository are in flight. Both are checked and the launch counted in one atomic
+        step: replicas (or concurrent requests of one replica) that all read the same
+        counts before any of them recorded cannot overfill a member, or take a repository
+        past its cap, together. The answer says whether the launch was counted, and if
+        not, which limit refused it (the repository's cap is checked first: placing the
+        launch elsewhere cannot help it). With a `repo_key`, a counted launch is also in
+        flight for that repository for `repo_ttl` seconds, in the same step.
         """
 
     @abc.abstractmethod
@@ -174,14 +198,20 @@ class MemoryStore(Store):
         )
 
     async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
-                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0) -> bool:
+                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0,
+                            repo_cap: int | None = None) -> RecordResult:
         now = self.clock()
+        # No await between the checks and the counts: one atomic step on the event loop.
+        if repo_key is not None and repo_cap is not None:
+            running = self._count_repo(repo_key, now)
+            if running >= repo_cap:
+                return RecordResult(False, REPO_CAP, running)
         expiries = self._in_flight.setdefault(member, collections.deque())
         if limit is not None:
             while expiries and expiries[0] <= now:
                 expiries.popleft()
             if len(expiries) >= limit:
-                return False
+                return RecordResult(False, MEMBER_FULL)
         expiries.append(now + ttl)
         if event is not None:
             self._launches.append(dict(event))
@@ -194,7 +224,7 @@ class MemoryStore(Store):
                 for key in list(self._repo_in_flight):
                     self._count_repo(key, now)
                 self._prune_repos_at = max(10_000, 2 * len(self._repo_in_flight))
-        return True
+        return COUNTED
 
     def _count_repo(self, repo_key: str, now: float) -> int:
         expiries = self._repo_in_flight.get(repo_key)

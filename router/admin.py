@@ -150,7 +150,7 @@ def authorize(request: web.Request) -> Actor:
 
 def _client(request: web.Request) -> str:
     """The operator's address: behind a trusted proxy (router.trusted_proxies), the one it forwarded."""
-    return client_address(request, request.app[CONTEXT].config.router.trusted_proxies)
+    return client_address(request, request.app[CONTEXT].config.router.trusted_networks)
 
 
 async def _body(request: web.Request, required: bool) -> dict[str, Any]:

@@ -12,15 +12,19 @@ it returns None to let the launch through, or the refusal to answer with:
   `router.trusted_proxies`) in a fixed window.
 - **rate_limit_repo** (`limits.per_repo`): too many launches of one repository (all
   refs, all clients) in a fixed window.
-- **repo_cap** (`limits.repo_concurrency`): the repository already has that many
-  launches in progress across the federation: launches routed within the last
-  `repo_launch_ttl` seconds (counted in the store when `launch.admit` records them),
-  plus, with agent reports, its running user servers on every member.
+- **repo_cap** (`limits.repo_concurrency`, looked up by `repo_cap`): the repository
+  already has that many launches in progress across the federation: launches routed
+  within the last `repo_launch_ttl` seconds, plus, with agent reports, its running
+  user servers on every member. This one is checked where the launch is counted
+  (`launch.admit` -> `Store.record_launch(repo_cap=...)`), in the same atomic step, so
+  a burst of concurrent launches on any number of replicas cannot get past it
+  together; `repo_cap_refused` builds the answer.
 
 Over a limit: 429 with `Retry-After` (in-band `status_code` 429 on `/build/`). The
-counters live in the store (`Store.limit_launch`: one round trip for all of them), so
-replicas sharing a Redis store share them too. Limits are read from `ctx.config` per
-request, so a config reload (a new ban, say) applies to the next launch.
+counters live in the store (`Store.limit_launch`: one round trip for the rate
+limits), so replicas sharing a Redis store share them too. Limits are read from
+`ctx.config` per request, so a config reload (a new ban, say) applies to the next
+launch.
 
 Only requests that place a launch are counted: every `/build/`, and `/v2/` and
 `/repo/` in redirect mode. In stream mode `/v2/` serves the router's own launch page,
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -59,6 +64,38 @@ def _window(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
+def repo_cap(limits: LimitSettings, launch: LaunchRequest) -> int:
+    """The most launches of `launch`'s repository in progress at once; 0: no cap.
+
+    The one place that decides a repository's cap (`limits.repo_concurrency`).
+    """
+    return limits.repo_concurrency
+
+
+@dataclass(frozen=True)
+class RepoCap:
+    """The cap that applies to one launch, and the repository's servers already running."""
+
+    cap: int
+    running: int = 0   # user servers of the repository on every member (agent reports)
+
+    @property
+    def room(self) -> int:
+        """How many launches of the repository may be in flight on top of the running servers."""
+        return max(self.cap - self.running, 0)
+
+
+def repo_cap_for(ctx: RouterContext, launch: LaunchRequest) -> RepoCap | None:
+    """The repository cap a new launch is counted against, or None when none applies."""
+    limits = ctx.config.limits
+    if not limits.enabled or not places_launch(ctx, launch):
+        return None
+    cap = repo_cap(limits, launch)
+    if cap <= 0:
+        return None
+    return RepoCap(cap, ctx.reports.running(launch.repo_key) if ctx.reports is not None else 0)
+
+
 def places_launch(ctx: RouterContext, launch: LaunchRequest) -> bool:
     """Whether answering this request places a launch (and so counts against the limits)."""
     return launch.family == "build" or ctx.config.router.forward_for(launch.family) == "redirect"
@@ -79,7 +116,7 @@ async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchR
         return _banned(ctx, launch, rule)
     if not limits.enabled or not places_launch(ctx, launch):
         return None
-    client = client_address(request, ctx.config.router.trusted_proxies)
+    client = client_address(request, ctx.config.router.trusted_networks)
     checks: list[tuple[str, RateCheck]] = []
     if limits.per_client.active:
         checks.append(("rate_limit_client", RateCheck("client:" + client_key(client), limits.per_client.launches,
@@ -87,10 +124,9 @@ async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchR
     if limits.per_repo.active:
         checks.append(("rate_limit_repo", RateCheck("repo:" + launch.repo_key, limits.per_repo.launches,
                                                     limits.per_repo.window)))
-    cap = limits.repo_concurrency
-    if not checks and cap <= 0:
+    if not checks:
         return None
-    state = await ctx.store.limit_launch([rate for _, rate in checks], launch.repo_key if cap > 0 else None)
+    state = await ctx.store.limit_launch([rate for _, rate in checks], None)
     if state.refused is not None:
         cause, rate = checks[state.refused]
         retry = max(1, math.ceil(state.retry_after))
@@ -104,15 +140,18 @@ async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchR
             message = (f"This repository has been launched too often: at most {rate.limit} launches in {window} "
                        f"are allowed. Please try again in {retry} seconds.")
         return _too_many(ctx, launch, cause, detail, client, message, retry)
-    if cap > 0:
-        running = ctx.reports.running(launch.repo_key) if ctx.reports is not None else 0
-        if state.repo_in_flight + running >= cap:
-            retry = ctx.config.router.retry_after
-            detail = f"{state.repo_in_flight} launches in progress, {running} servers running, cap {cap}"
-            message = (f"This repository already has {cap} or more launches in progress across this Binder "
-                       f"federation, the most one repository may have. Please try again in {retry} seconds.")
-            return _too_many(ctx, launch, "repo_cap", detail, client, message, retry)
     return None
+
+
+def repo_cap_refused(ctx: RouterContext, request: web.Request, launch: LaunchRequest, in_flight: int,
+                     cap: RepoCap) -> web.Response:
+    """The answer to a launch the store refused at the repository's cap."""
+    client = client_address(request, ctx.config.router.trusted_networks)
+    retry = ctx.config.router.retry_after
+    detail = f"{in_flight} launches in progress, {cap.running} servers running, cap {cap.cap}"
+    message = (f"This repository already has {cap.cap} or more launches in progress across this Binder "
+               f"federation, the most one repository may have. Please try again in {retry} seconds.")
+    return _too_many(ctx, launch, "repo_cap", detail, client, message, retry)
 
 
 def _too_many(ctx: RouterContext, launch: LaunchRequest, cause: str, detail: str, client: str, message: str,

@@ -56,7 +56,7 @@ from hub.failures import InfraFailure, classify_failure
 from hub.models import MemberError
 
 from . import launch as launching
-from .clients import forwarded_headers
+from .clients import forwarded_for, forwarded_headers
 from .context import RouterContext
 from .pages import CORS_HEADERS
 
@@ -154,7 +154,9 @@ def _sticky(ctx: RouterContext, request: web.Request) -> str | None:
 async def relay_build(request: web.Request, ctx: RouterContext, launch: LaunchRequest) -> web.StreamResponse:
     """Answer `/build/<provider>/<spec>` in stream mode."""
     # Placed and counted in flight on its member as a redirected launch is.
-    decision = await launching.admit(ctx, launch, _sticky(ctx, request))
+    decision = await launching.admit(ctx, request, launch, _sticky(ctx, request))
+    if isinstance(decision, web.StreamResponse):
+        return decision
     if decision.member is None:
         return launching.no_member(ctx, launch, decision)
     relay = _Relay(request, ctx, launch, decision)
@@ -185,7 +187,7 @@ class _Relay:
         self.stop_reason: str | None = None
         self.closed = False  # the handler is done with the stream: no more writes, no stop()
         self.headers = forwarded_headers(
-            request.remote, request.headers.get("X-Forwarded-For"), self.config.router.trusted_proxies
+            request.remote, forwarded_for(request), self.config.router.trusted_networks
         )
 
     # -- what ActiveStreams asks ------------------------------------------------------

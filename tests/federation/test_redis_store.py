@@ -400,15 +400,15 @@ async def test_a_launch_limit_holds_against_own_launches_while_degraded(private_
     proc = private_redis()
     a = await stores(proc.url, backoff_initial=0.05, backoff_max=0.3)
     b = await stores(proc.url, backoff_initial=0.05, backoff_max=0.3)
-    assert await a.record_launch("m1", 300, limit=2) is True
-    assert await b.record_launch("m1", 300, limit=2) is True
-    assert await a.record_launch("m1", 300, limit=2) is False      # shared: a sees b's launch
+    assert bool(await a.record_launch("m1", 300, limit=2)) is True
+    assert bool(await b.record_launch("m1", 300, limit=2)) is True
+    assert bool(await a.record_launch("m1", 300, limit=2)) is False      # shared: a sees b's launch
 
     proc.stop()
 
-    assert await timed(a.record_launch("m1", 300, limit=2)) is True   # alone: only its own launch counts
+    assert bool(await timed(a.record_launch("m1", 300, limit=2))) is True   # alone: only its own launch counts
     assert a.degraded is True
-    assert await a.record_launch("m1", 300, limit=2) is False
+    assert bool(await a.record_launch("m1", 300, limit=2)) is False
     assert await a.in_flight() == {"m1": 2}
 
     proc.start()                                    # empty: only what a journaled comes back

@@ -11,6 +11,7 @@ from yarl import URL
 from federation.config import ForwardModes
 from federation.members import Member, Override
 from hub.events import Comment, Event, SSEDecoder
+from router.clients import trusted_networks
 from router.relay import STREAMS, forwarded_headers
 from tests.conftest import member_of
 from tests.support.replay_member import FIXTURE, ReplayMember
@@ -260,9 +261,13 @@ async def test_visitor_address_reaches_the_member_and_credentials_do_not(start_r
     ("10.0.0.5", "10.0.0.6", ("10.0.0.0/8",), ("10.0.0.6, 10.0.0.5", "10.0.0.6")),      # only proxies: leftmost
     ("10.0.0.5", "spoofed, 203.0.113.9", ("10.0.0.0/8",), ("spoofed, 203.0.113.9, 10.0.0.5", "203.0.113.9")),
     ("2001:db8::1", None, ("10.0.0.0/8",), ("2001:db8::1", "2001:db8::1")),
+    # Every header line, in order; ports dropped.
+    ("10.0.0.5", ["198.51.100.7", "203.0.113.9:5123"], ("10.0.0.0/8",),
+     ("198.51.100.7, 203.0.113.9, 10.0.0.5", "203.0.113.9")),
+    ("10.0.0.5", ["[2001:db8::7]:443, 10.0.0.9"], ("10.0.0.0/8",), ("2001:db8::7, 10.0.0.9, 10.0.0.5", "2001:db8::7")),
 ])
 def test_forwarded_headers(peer, claimed, trusted, expected):
-    headers = forwarded_headers(peer, claimed, trusted)
+    headers = forwarded_headers(peer, claimed, trusted_networks(trusted))
     assert (headers["X-Forwarded-For"], headers["X-Real-Ip"]) == expected
 
 
