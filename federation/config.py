@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
+from .admission import AdmissionError, admit, check_weight, host_rules
 from .members import Member
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -128,6 +129,9 @@ class RouterSettings:
     forward: str | ForwardModes = "redirect"
     sticky_cookie: str = "binder-federation-member"
     cookie_max_age_hours: float = 4.0
+    # Where the secret that signs sticky values is found (router.sticky); none: random per process.
+    cookie_secret_env: str = "BINDERFED_COOKIE_SECRET"
+    cookie_secret_file: str = ""
     retry_after: int = 30
     landing: str = "page"
     trusted_proxies: tuple[str, ...] = ()
@@ -164,6 +168,8 @@ class ConsulSettings:
     wait: float = 60.0
     exclude_critical: bool = True
     retry_max: float = 30.0
+    # Hosts a registration may point at (federation.admission); empty: none is admitted.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -294,7 +300,7 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
     if data is None:
         data = {}
     validate(data, source)
-    members = tuple(_member(m) for m in data.get("members", []))
+    members = tuple(_member(m, index, source) for index, m in enumerate(data.get("members", [])))
     _check_unique(members, source)
     health_data = dict(data.get("health", {}))
     health = HealthSettings(outlier=OutlierSettings(**health_data.pop("outlier", {})), **health_data)
@@ -324,7 +330,7 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
         router=RouterSettings(**router_data),
         store_url=data.get("store", {}).get("url", "memory://"),
         launch_log=data.get("launch_log", {}).get("sink", "none"),
-        consul=ConsulSettings(**data.get("consul", {})),
+        consul=_consul(data.get("consul", {}), source),
         admin=AdminSettings(**data.get("admin", {})),
         reports=_reports(data.get("reports", {}), data.get("store", {}).get("url", "memory://"), source),
         limits=_limits(data.get("limits", {})),
@@ -378,17 +384,35 @@ def _reports(data: Mapping[str, Any], store_url: str, source: str) -> ReportSett
     return settings
 
 
-def _member(data: Mapping[str, Any]) -> Member:
-    return Member(
-        name=data["name"],
-        url=data["url"].rstrip("/"),
-        weight=float(data.get("weight", 1)),
-        prime=bool(data.get("prime", False)),
-        data_sites=tuple(data.get("data_sites", ())),
-        region=data.get("region", ""),
-        cached_repos=tuple(data.get("cached_repos", ())),
-        source="config",
-    )
+def _member(data: Mapping[str, Any], index: int, source: str) -> Member:
+    try:
+        member = Member(
+            name=data["name"],
+            url=data["url"].rstrip("/"),
+            weight=check_weight(data.get("weight", 1)),   # NaN and .inf pass the schema's minimum
+            prime=bool(data.get("prime", False)),
+            data_sites=tuple(data.get("data_sites", ())),
+            region=data.get("region", ""),
+            cached_repos=tuple(data.get("cached_repos", ())),
+            source="config",
+            hub_url=data.get("hub_url", "").rstrip("/"),
+        )
+        # The operator's own file: trusted for the addresses it names (no host rules).
+        return admit(member)
+    except AdmissionError as exc:
+        raise ConfigError(source, f"members[{index}].{exc.field}", exc.why) from None
+
+
+def _consul(data: Mapping[str, Any], source: str) -> ConsulSettings:
+    settings = dict(data)
+    if "allowed_hosts" in settings:
+        settings["allowed_hosts"] = tuple(settings["allowed_hosts"])
+        for index, entry in enumerate(settings["allowed_hosts"]):
+            try:
+                host_rules([entry])
+            except ValueError as exc:
+                raise ConfigError(source, f"consul.allowed_hosts[{index}]", str(exc)) from None
+    return ConsulSettings(**settings)
 
 
 def _check_unique(members: tuple[Member, ...], source: str) -> None:

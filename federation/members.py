@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from hub.models import check_count
 
@@ -38,9 +40,49 @@ class Member:
     region: str = ""
     cached_repos: tuple[str, ...] = ()       # repository keys the operator says are cached there
     source: str = "config"
+    hub_url: str = ""                        # its JupyterHub's public URL, where that is another host
 
     def with_url(self, url: str) -> "Member":
         return replace(self, url=url.rstrip("/"))
+
+    def serves(self, url: str) -> bool:
+        """Whether a user server URL (a `ready` event's `url`) is on this member's own origin.
+
+        That is the origin of its URL or of its `hub_url`, or a subdomain of either host
+        with the same scheme and port (BinderHubs commonly serve their JupyterHub at
+        `hub.<their host>`). Anything else (another host, `javascript:`, credentials in
+        the URL) is not the member's to send a visitor to.
+        """
+        try:
+            target = urlsplit(url)
+            target_port = _port(target)
+        except ValueError:
+            return False
+        host = (target.hostname or "").rstrip(".")
+        if target.scheme not in ("http", "https") or not host or "@" in target.netloc:
+            return False
+        for base_url in (self.url, self.hub_url):
+            if not base_url:
+                continue
+            base = urlsplit(base_url)
+            base_host = (base.hostname or "").rstrip(".")
+            if target.scheme != base.scheme.lower() or target_port != _port(base):
+                continue
+            if host == base_host or (not _is_ip(base_host) and host.endswith("." + base_host)):
+                return True
+        return False
+
+
+def _port(parts) -> int:
+    return parts.port or (443 if parts.scheme.lower() == "https" else 80)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

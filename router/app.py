@@ -18,6 +18,7 @@ from health.outlier import OutlierDetector
 from health.prober import Prober
 from health.report_ingest import RedisReportInbox, ReportIngest
 from hub.client import HubClient
+from hub.resolver import GuardedResolver
 
 from . import admin, api, badges, launch, launch_page, relay, sources, status
 from .context import CONTEXT, RouterContext
@@ -101,7 +102,8 @@ def _lifecycle(probe: bool):
             timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=60),
             # No pool limit: a relayed /build/ stream (forward: stream) holds its member
             # connection for a whole build, so a limit would queue launches behind builds.
-            connector=aiohttp.TCPConnector(limit=0),
+            # Names resolve to private addresses only for hosts the operator named (hub.resolver).
+            connector=aiohttp.TCPConnector(limit=0, resolver=GuardedResolver(ctx.may_resolve_private)),
             auto_decompress=True,
             # Never keep a member's cookies: they would go out with other visitors' requests.
             cookie_jar=aiohttp.DummyCookieJar(),

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from federation.admission import host_rules, may_resolve_private
 from federation.config import FederationConfig
 from federation.launchlog import LaunchLog
 from federation.members import fresh_statuses
@@ -23,6 +24,7 @@ from health.report_ingest import ReportIngest
 from hub.client import HubClient
 
 from .metrics import Metrics
+from .sticky import StickySigner
 
 
 @dataclass
@@ -43,6 +45,13 @@ class RouterContext:
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
     views: ViewBuilder = field(default_factory=ViewBuilder)
+    sticky: StickySigner = field(default_factory=StickySigner.random)  # loaded by router.sources
+
+    def may_resolve_private(self, host: str) -> bool:
+        """Whether calls to members may reach `host` at a non-public address (hub.resolver):
+        the config file names it, or an exact `consul.allowed_hosts` entry does."""
+        config = self.config
+        return may_resolve_private(host, config.members, host_rules(config.consul.allowed_hosts))
 
     async def view_for(self, request: LaunchRequest | None) -> FederationView:
         """One store read, merged with the member set: the snapshot placement sees."""

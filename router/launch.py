@@ -14,6 +14,7 @@ from federation.store import REPO_CAP, RecordResult
 from federation.view import FederationView
 
 from . import launch_page, limits, relay
+from .clients import is_https
 from .context import CONTEXT, RouterContext
 from .pages import CORS_HEADERS, refuse
 
@@ -28,6 +29,25 @@ REASON_HEADER = "X-Binder-Federation-Reason"
 # snapshot when the room went to a concurrent launch. A refusal means the member was full
 # at that moment, so the next snapshot passes it over: a few attempts are enough.
 ADMIT_ATTEMPTS = 4
+
+
+def sticky_member(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> str | None:
+    """The member the visitor's sticky cookie names for this repository, if the router signed it."""
+    return ctx.sticky.member(request.cookies.get(ctx.config.router.sticky_cookie), launch.repo_key)
+
+
+def set_sticky_cookie(ctx: RouterContext, request: web.Request, response: web.StreamResponse, member: str,
+                      launch: LaunchRequest) -> None:
+    """Remember where this launch went, for the visitor's next launch of the repository (router.sticky).
+
+    The path is fixed (`/`): a launch path is the visitor's text, and `;` in it would add
+    cookie attributes of their choosing. `Secure` whenever the visitor came over https.
+    """
+    router = ctx.config.router
+    max_age = int(router.cookie_max_age_hours * 3600)
+    if max_age > 0:
+        response.set_cookie(router.sticky_cookie, ctx.sticky.sign(member, launch.repo_key), max_age=max_age, path="/",
+                            httponly=True, samesite="Lax", secure=is_https(request, router.trusted_networks))
 
 
 def family_of(path: str) -> str:
@@ -152,8 +172,7 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
         if launch.family == "build":
             return await relay.relay_build(request, ctx, launch)
         return launch_page.serve(request, launch)
-    cookie = ctx.config.router.sticky_cookie
-    decision = await admit(ctx, request, launch, request.cookies.get(cookie))
+    decision = await admit(ctx, request, launch, sticky_member(ctx, request, launch))
     if isinstance(decision, web.StreamResponse):
         return decision
     if decision.member is None:
@@ -167,9 +186,7 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
         headers={**CORS_HEADERS, "Location": member.url + launch.target,
                  MEMBER_HEADER: member.name, REASON_HEADER: decision.reason},
     )
-    max_age = int(ctx.config.router.cookie_max_age_hours * 3600)
-    if max_age > 0:
-        response.set_cookie(cookie, member.name, max_age=max_age, path=launch.path, httponly=True, samesite="Lax")
+    set_sticky_cookie(ctx, request, response, member.name, launch)
     log.info("launch %s -> %s (%s)", launch.provider_spec, member.name, decision.reason,
              extra={"member": member.name, "reason": decision.reason, "repo_key": launch.repo_key})
     return response

@@ -21,10 +21,12 @@ from aiohttp import web
 
 from federation.config import ConsulSettings, FederationConfig
 from federation.secrets import SecretError, read_secret
+from federation.store import MemoryStore
 from federation.sources.file import FileSource
 
 from . import admin
 from .context import CONTEXT
+from .sticky import load_signer
 
 log = logging.getLogger("binderfed.sources")
 
@@ -65,8 +67,15 @@ class RouterSources:
         self._known: set[str] = set()
         self._consul_lock = asyncio.Lock()
 
+    def _load_sticky(self, config: FederationConfig, first: bool = False) -> None:
+        router = config.router
+        self.ctx.sticky = load_signer(router.cookie_secret_env, router.cookie_secret_file,
+                                      None if first else self.ctx.sticky,
+                                      replicas=not isinstance(self.ctx.store, MemoryStore))  # shared: replicas
+
     async def start(self) -> None:
         admin.load_token(self.app, self.ctx.config.admin)
+        self._load_sticky(self.ctx.config, first=True)
         self._known = {m.name for m in self.ctx.membership.members()}
         self.ctx.membership.subscribe(self._members_changed)
         if self.config_path is not None:
@@ -111,6 +120,7 @@ class RouterSources:
             ctx.prober.settings = new.health
             ctx.prober.headroom = new.policy.pod_headroom
         admin.load_token(self.app, new.admin)
+        self._load_sticky(new)
         if new.consul != running.consul:
             await self._set_consul(new.consul)
 

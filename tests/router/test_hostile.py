@@ -35,7 +35,7 @@ from federation.spec import LaunchRequest, SpecError, parse_launch
 from federation.store import MemoryStore
 from router.app import MAX_LINE, create_app
 from tests.conftest import fast_config, member_of, member_states
-from tests.support.streams import LAUNCH, mark_healthy, read_events, stream_config
+from tests.support.streams import LAUNCH, mark_healthy, read_events, sticky, stream_config
 from tests.support.waiting import eventually
 
 # One member behind a path prefix (a BinderHub served under /alpha), one at the root.
@@ -344,6 +344,18 @@ class HostileMember:
                 return response
             return web.Response(body=b'{"ok": true, "checks": [], "pad": "' + b"x" * (4 << 20) + b'"}',
                                 content_type="application/json")
+        if self.mode.startswith("ready_") and stream:
+            # A complete, well-formed stream whose ready event sends the visitor somewhere else.
+            url = {"ready_elsewhere": "https://evil.example/user/x/", "ready_javascript": "javascript:alert(1)//",
+                   "ready_credentials": f"http://user:pw@{request.host}/user/x/", "ready_no_url": None}[self.mode]
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            ready = {"phase": "ready", "message": "server running\n", "token": "SECRET-TOKEN", "url": url}
+            await response.write(b'data: {"phase": "launching", "message": "starting\\n"}\n\n'
+                                 + b"data: " + json.dumps(ready).encode() + b"\n\n")
+            return response
+        if self.mode.startswith("ready_"):
+            return web.json_response({"ok": True, "checks": []})
         if self.mode == "endless":
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream" if stream else "application/json"})
             await response.prepare(request)
@@ -355,6 +367,7 @@ class HostileMember:
 
 
 HOSTILE_MODES = ["not_json", "giant", "endless", "redirect_loop"]
+READY_MODES = ["ready_elsewhere", "ready_javascript", "ready_credentials", "ready_no_url"]
 
 
 @pytest.fixture
@@ -392,7 +405,7 @@ async def test_the_prober_marks_hostile_members_unhealthy_and_the_router_keeps_s
             assert response.status == 307 and response.headers["X-Binder-Federation-Member"] == "good"
 
 
-@pytest.mark.parametrize("mode", HOSTILE_MODES)
+@pytest.mark.parametrize("mode", HOSTILE_MODES + READY_MODES)
 async def test_the_relay_fails_over_from_a_hostile_member(mode, hostile, start_devhub, start_router, http):
     good = await start_devhub("good")
     bad = await hostile(mode)
@@ -400,12 +413,14 @@ async def test_the_relay_fails_over_from_a_hostile_member(mode, hostile, start_d
     router = await start_router(stream_config([Member(name="bad", url=bad.url), member_of(good)], stall_timeout=2),
                                 store, probe=False)
     await mark_healthy(store, "bad", "good")
-    # Last-Event-ID names the hostile member: it is the first choice.
-    async with http.get(router.url + LAUNCH, headers={"Last-Event-ID": "bad"}) as response:
+    # Last-Event-ID names the hostile member (signed, as the router's own failover ids are): it is the first choice.
+    async with http.get(router.url + LAUNCH, headers={"Last-Event-ID": sticky(router, "bad")}) as response:
         assert response.status == 200
         events = await read_events(response)
     data = [json.loads(e.data) for e in events]
     assert any("Member bad failed" in d.get("message", "") for d in data), data
-    assert data[-1]["phase"] == "ready" and data[-1]["url"].startswith(good.url)
+    assert data[-1]["phase"] == "ready" and data[-1].get("url", "").startswith(good.url), data
+    # A ready event pointing off the member's origin never reaches the visitor, nor its token.
+    assert "SECRET-TOKEN" not in json.dumps(data) and "evil.example" not in json.dumps(data)
     async with http.get(router.url + "/health") as response:
         assert response.status == 200

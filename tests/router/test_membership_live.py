@@ -169,7 +169,9 @@ async def consul_double():
 
 
 def consul_yaml(double: ConsulDouble, *members, extra: str = "") -> str:
-    return yaml_members(*members, extra=f"consul:\n  enabled: true\n  url: {double.url}\n  wait: 5\n" + extra)
+    # The dev members listen on loopback: an address entry admits them (a name pattern never would).
+    return yaml_members(*members, extra=f"consul:\n  enabled: true\n  url: {double.url}\n  wait: 5\n"
+                                        "  allowed_hosts: ['127.0.0.1']\n" + extra)
 
 
 async def test_consul_registered_member_is_routed_to_and_deregistered_one_is_not(
