@@ -102,10 +102,13 @@ def places_launch(ctx: RouterContext, launch: LaunchRequest) -> bool:
 
 
 def ban_for(limits: LimitSettings, launch: LaunchRequest) -> BanRule | None:
-    """The ban rule a launch matches, tried on `<provider>/<spec>` as in the path and
-    percent-decoded (so `%2F` or `%65` spellings cannot slip past a pattern)."""
+    """The ban rule a launch matches, tried on `<provider>/<spec>` as in the path,
+    percent-decoded (so `%2F` or `%65` spellings cannot slip past a pattern), and as the
+    repository's canonical provider writes it (`federation.spec`: a `git` URL of a GitHub
+    repository is `gh/<org>/<repo>/<ref>`), so a ban applies to every alias."""
     raw = launch.provider_spec
-    return limits.ban_for(raw) or limits.ban_for(unquote(raw))
+    return (limits.ban_for(raw) or limits.ban_for(unquote(raw))
+            or (limits.ban_for(launch.canonical_spec) if launch.canonical_spec else None))
 
 
 async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> web.Response | None:

@@ -277,6 +277,24 @@ async def test_banned_repository_gets_403_with_the_configured_message(router_wit
     assert any("banned" in r.getMessage() and "evil-org" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_ban_applies_to_every_alias_of_a_repository(router_with, http):
+    bans = (BanRule(re.compile(r"^gh/org/", re.I), "Banned org."), BanRule(re.compile(r"^gist/evil-user/", re.I)))
+    router = await router_with(replace(limited(), limits=LimitSettings(enabled=False, banned=bans)))
+    for alias in ("/v2/gh/Org/x/HEAD", "/v2/git/https%3A%2F%2Fgithub.com%2Forg%2Fx/HEAD",
+                  "/v2/git/https%3A%2F%2Fwww.github.com%2FORG%2Fx.git/main", "/build/git/http%3A%2F%2Fgithub.com%2Forg%2Fy/a",
+                  "/v2/gist/evil-user/abc123", "/v2/git/https%3A%2F%2Fgist.github.com%2Fevil-user%2Fabc123.git/HEAD"):
+        status, _, body = await get(http, router, alias)
+        assert status == 403 or (status == 200 and '"status_code": 403' in body), alias
+    assert (await get(http, router, "/v2/git/https%3A%2F%2Fgithub.com%2Fother%2Fx/HEAD"))[0] == 307
+
+
+async def test_per_repo_budgets_count_every_alias_as_one_repository(router_with, http):
+    router = await router_with(limited(per_repo=RateLimit(3, 600)))
+    aliases = ["/v2/gh/org/repo/HEAD", "/v2/git/https%3A%2F%2Fgithub.com%2FOrg%2FRepo.git/main", "/repo/org/repo"]
+    assert [(await get(http, router, a))[0] for a in aliases] == [307, 307, 307]
+    assert (await get(http, router, "/v2/git/https%3A%2F%2Fwww.github.com%2Forg%2Frepo/v2"))[0] == 429
+
+
 async def test_a_ban_added_to_the_config_file_applies_without_a_restart(router_with, http, tmp_path):
     path = tmp_path / "federation.yaml"
     members = "".join(f"  - name: {m.name}\n    url: {m.url}\n" for m in MEMBERS)
