@@ -134,6 +134,8 @@ class RouterSettings:
     cookie_secret_file: str = ""
     retry_after: int = 30
     landing: str = "page"
+    header_timeout: float = 10.0   # seconds a new connection has for its first request's headers
+    idle_timeout: float = 75.0     # seconds a connection may wait for its next request
     trusted_proxies: tuple[str, ...] = ()
     stream: StreamSettings = field(default_factory=StreamSettings)
     # `trusted_proxies` parsed, once per configuration (entries that are no network are

@@ -56,6 +56,8 @@ def create_app(
     )
     app = web.Application(handler_args={
         "max_line_size": MAX_LINE, "max_field_size": MAX_LINE,
+        # A connection waiting for its next request is closed after this (router.connections).
+        "keepalive_timeout": config.router.idle_timeout,
         # A malformed request is one log line, not a traceback (router.malformed).
         "logger": MalformedRequestLog(lambda: ctx.metrics.refused.labels("bad_request").inc()),
     })

@@ -32,8 +32,8 @@ log = logging.getLogger("binderfed.sources")
 
 # Settings a running router cannot change: (section or None, field). The agent-report
 # reader is built once at start from `reports`, so that whole section is among them.
-RESTART_ONLY = (("router", "host"), ("router", "port"), ("router", "forward"), (None, "store_url"), (None, "launch_log"),
-                (None, "reports"))
+RESTART_ONLY = (("router", "host"), ("router", "port"), ("router", "forward"), ("router", "idle_timeout"),
+                (None, "store_url"), (None, "launch_log"), (None, "reports"))
 
 # How long start-up waits for Consul's first answer before serving without it.
 CONSUL_FIRST_SYNC = 2.0
@@ -45,7 +45,8 @@ def _get(cfg: FederationConfig, section: str | None, name: str):
 
 def keep_restart_only(running: FederationConfig, new: FederationConfig) -> FederationConfig:
     """`new` with the restart-only settings of `running`."""
-    router = replace(new.router, host=running.router.host, port=running.router.port, forward=running.router.forward)
+    router = replace(new.router, host=running.router.host, port=running.router.port, forward=running.router.forward,
+                     idle_timeout=running.router.idle_timeout)
     return replace(new, router=router, store_url=running.store_url, launch_log=running.launch_log,
                    reports=running.reports)
 
