@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -400,7 +399,6 @@ def strategy_bounded_affinity(ctx: Context, rng: random.Random) -> Ranking:
     return Ranking(group, ranking.keys, ranking.labels, spilled=True, overloaded=lambda i: bool(over[i]))
 
 
-@lru_cache(maxsize=16)
 def _explicit_tiers(tiers: tuple[str, ...]) -> tuple[str, ...]:
     """The configured tiers before "affinity" (which selects everybody left)."""
     return tiers[: tiers.index("affinity")] if "affinity" in tiers else tiers

@@ -19,6 +19,16 @@ from .members import MemberStatus, Override
 
 Clock = Callable[[], float]
 
+MINUTES_KEPT = 120  # per-minute launch counts are kept two hours
+
+
+def event_minute(event: Mapping[str, Any], now: float) -> int:
+    """The clock minute a launch event counts in: its timestamp's, else `now`'s."""
+    ts = event.get("timestamp")
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts == ts and abs(ts) < 1e12:
+        return int(ts // 60)
+    return int(now // 60)
+
 
 @dataclass(frozen=True)
 class LaunchState:
@@ -73,6 +83,8 @@ class Store(abc.ABC):
     """Shared router state. Every method is a coroutine so Redis can implement it."""
 
     degraded: bool = False  # True while a shared store is unreachable and a local fallback serves
+    errors: int = 0         # calls that failed other than by an outage (a bug), answered locally
+    on_error: Callable[[], None] | None = None  # called for each of those (the router counts them)
 
     def __init__(self, clock: Clock = time.time):
         self.clock = clock
@@ -158,6 +170,15 @@ class Store(abc.ABC):
     async def recent_launches(self, since: float) -> list[dict[str, Any]]:
         """Launch events with a timestamp >= since, oldest first."""
 
+    @abc.abstractmethod
+    async def launches_per_minute(self, now: float, minutes: int = 60) -> list[int]:
+        """Launches recorded (with an event) in each of the last `minutes` clock minutes, oldest first.
+
+        Minute m is [60 m, 60 (m + 1)) in unix time, by the event's `timestamp`; the last one
+        is the minute `now` falls in. Counted by `record_launch` as it goes, so reading them
+        costs the same however many launches there were (the status page reads them).
+        """
+
     # -- rate limits and leadership ----------------------------------------------------
     @abc.abstractmethod
     async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
@@ -187,6 +208,7 @@ class MemoryStore(Store):
         self._repo_in_flight: dict[str, list[float]] = {}           # repo key -> heap of expiry times
         self._prune_repos_at = 10_000
         self._leases: dict[str, tuple[str, float]] = {}
+        self._per_minute: dict[int, int] = {}                        # clock minute -> launches
 
     async def launch_state(self, repo_key: str | None) -> LaunchState:
         return LaunchState(
@@ -215,6 +237,7 @@ class MemoryStore(Store):
         expiries.append(now + ttl)
         if event is not None:
             self._launches.append(dict(event))
+            self._count_minute(event_minute(event, now))
         if repo_key is not None:
             self._count_repo(repo_key, now)
             # A heap, not a deque: repo_ttl can change with a config reload, so expiries
@@ -316,6 +339,18 @@ class MemoryStore(Store):
 
     async def recent_launches(self, since: float) -> list[dict[str, Any]]:
         return [e for e in self._launches if e.get("timestamp", 0) >= since]
+
+    def _count_minute(self, minute: int, launches: int = 1) -> None:
+        counts = self._per_minute
+        counts[minute] = counts.get(minute, 0) + launches
+        if len(counts) > 2 * MINUTES_KEPT:
+            newest = max(counts)
+            for old in [m for m in counts if m <= newest - MINUTES_KEPT]:
+                del counts[old]
+
+    async def launches_per_minute(self, now: float, minutes: int = 60) -> list[int]:
+        last = int(now // 60)
+        return [self._per_minute.get(m, 0) for m in range(last - minutes + 1, last + 1)]
 
     async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
         return self._hit(key, limit, window, self.clock())

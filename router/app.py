@@ -98,6 +98,7 @@ def _report_ingest(ctx: RouterContext) -> ReportIngest | None:
 def _lifecycle(probe: bool):
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ctx = app[CONTEXT]
+        ctx.store.on_error = ctx.metrics.store_errors.inc  # a store bug is counted, not mistaken for an outage
         await ctx.store.start()
         # One client session per process, with a timeout on every call made through it.
         ctx.session = aiohttp.ClientSession(

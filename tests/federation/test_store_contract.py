@@ -231,6 +231,20 @@ async def test_recent_launches_out_of_order_timestamps(store):
 
 
 # -- rate limits --------------------------------------------------------------------------
+async def test_launches_per_minute_count_recorded_events_by_their_minute(store, clock):
+    minute = int(T0 // 60) * 60
+    assert await store.launches_per_minute(T0, 3) == [0, 0, 0]
+    await store.record_launch("a", 10, {"timestamp": minute - 61})       # two minutes back
+    await store.record_launch("a", 10, {"timestamp": minute - 1})        # the minute before
+    await store.record_launch("b", 10, {"timestamp": minute + 1})
+    await store.record_launch("b", 10, {"timestamp": minute + 59.9})
+    await store.record_launch("b", 10)                                 # no event: not a logged launch
+    await store.record_launch("a", 10, {"timestamp": minute}, limit=0)  # refused: not counted
+    assert await store.launches_per_minute(minute + 30, 3) == [1, 1, 2]
+    assert await store.launches_per_minute(minute + 90, 2) == [2, 0]
+    assert len(await store.launches_per_minute(minute, 60)) == 60
+
+
 async def test_hit_fixed_window(store, clock):
     assert await store.hit("ip:1", 2, 10) == (True, 10.0)
     clock.advance(1)

@@ -424,3 +424,36 @@ async def test_the_relay_fails_over_from_a_hostile_member(mode, hostile, start_d
     assert "SECRET-TOKEN" not in json.dumps(data) and "evil.example" not in json.dumps(data)
     async with http.get(router.url + "/health") as response:
         assert response.status == 200
+
+
+# -- unauthenticated cost ---------------------------------------------------------------------------
+
+
+async def test_visitor_chosen_keys_fill_no_cache_of_the_process(redirect_router, http):
+    # Thousands of distinct, long repository keys through the public explain API: what the
+    # router keeps must not grow with them (it once kept every key in a process-wide lru_cache).
+    import gc
+    import tracemalloc
+
+    def path(i: int) -> str:
+        url = f"https://git{i}.example.org/" + "x" * 1500 + f"/{i}"   # launch paths are at most 2048 characters
+        return "/v2/git/" + url.replace(":", "%3A").replace("/", "%2F") + "/HEAD"
+
+    async def explain(i: int) -> None:
+        async with http.get(redirect_router.url + "/api/v1/place", params={"path": path(i)}) as response:
+            assert response.status == 200
+
+    for i in range(50):   # warm up: connections, caches of the HTTP machinery
+        await explain(i)
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(50, 2050):
+            await explain(i)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # 2000 keys of 1.5 KB would be 3 MB kept; a bounded router keeps none of them.
+    assert grown < 1_000_000, grown
