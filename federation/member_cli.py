@@ -1,7 +1,7 @@
 """`binderfed member`: an organization joins or leaves the federation through Consul.
 
     binderfed member register   --consul URL --name gesis --url https://notebooks.gesis.org/binder \\
-                                [--weight 1] [--region eu-central] [--data-site zenodo.org ...]
+                                [--weight 1] [--region eu-central] [--data-site zenodo.org ...] [--hub-url URL]
     binderfed member deregister --consul URL --name gesis
     binderfed member list       --consul URL
 
@@ -40,7 +40,8 @@ TIMEOUT = 30.0
 ANY_HOST = host_rules(["*", "0.0.0.0/0", "::/0"])
 
 # Which command-line flag each member field comes from, for error messages.
-_FLAGS = {"name": "--name", "url": "--url", "weight": "--weight", "region": "--region", "data_sites": "--data-site"}
+_FLAGS = {"name": "--name", "url": "--url", "weight": "--weight", "region": "--region", "data_sites": "--data-site",
+          "hub_url": "--hub-url"}
 
 
 class RegistrationError(ValueError):
@@ -56,6 +57,7 @@ class Registration:
     weight: float = 1.0
     region: str = ""
     data_sites: tuple[str, ...] = ()
+    hub_url: str = ""
     service: str = DEFAULT_SERVICE
     tags: tuple[str, ...] = ()
     check: bool = True
@@ -66,7 +68,7 @@ class Registration:
 
     def validate(self) -> None:
         data = {"name": self.name, "url": self.url, "weight": self.weight, "region": self.region,
-                "data_sites": list(self.data_sites)}
+                "data_sites": list(self.data_sites), "hub_url": self.hub_url}
         validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/member", "$defs": schema()["$defs"]})
         error = jsonschema.exceptions.best_match(validator.iter_errors(data))
         if error is not None:
@@ -85,6 +87,8 @@ class Registration:
             meta["region"] = self.region
         if self.data_sites:
             meta["data_sites"] = ",".join(self.data_sites)
+        if self.hub_url:
+            meta["hub_url"] = self.hub_url.rstrip("/")
         meta.update(self.extra_meta)
         return meta
 
@@ -154,6 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument("--region", default="", help="free-form region label")
     reg.add_argument("--data-site", action="append", default=[], dest="data_sites", metavar="SITE",
                      help="data site your cluster sits close to (zenodo.org, s3:eu-central-1, ...); repeatable")
+    reg.add_argument("--hub-url", default="", help="your JupyterHub's public URL, if on another host than --url "
+                                                   "and not a subdomain of it (hub.<host> needs nothing)")
     reg.add_argument("--tag", action="append", default=[], dest="tags", help="extra Consul tag; repeatable")
     reg.add_argument("--check-interval", default="15s", help="how often Consul checks <url>/health (default 15s)")
     reg.add_argument("--check-timeout", default="5s", help="timeout of that check (default 5s)")
@@ -182,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "register":
             registration = Registration(
                 name=args.name, url=args.url, weight=args.weight, region=args.region,
-                data_sites=tuple(args.data_sites), service=args.service, tags=tuple(args.tags),
+                data_sites=tuple(args.data_sites), hub_url=args.hub_url, service=args.service, tags=tuple(args.tags),
                 check=not args.no_check, check_interval=args.check_interval, check_timeout=args.check_timeout,
                 deregister_after=args.deregister_after,
             )

@@ -353,13 +353,14 @@ async def test_member_cli_register_list_deregister(consul_double):
         "member", "register", "--consul", consul_double.url, "--name", "gesis",
         "--url", "https://notebooks.gesis.org/binder", "--weight", "2", "--region", "eu",
         "--data-site", "zenodo.org", "--data-site", "s3:eu-central-1", "--check-interval", "30s",
+        "--hub-url", "https://jupyter.gesis.org/",
     )
     assert done.returncode == 0, done.stderr
     assert "registered gesis" in done.stdout
     service = consul_double.service("gesis")
     assert service["Service"] == "binder-federation"
-    assert service["Meta"] == {"url": "https://notebooks.gesis.org/binder", "weight": "2",
-                               "region": "eu", "data_sites": "zenodo.org,s3:eu-central-1"}
+    assert service["Meta"] == {"url": "https://notebooks.gesis.org/binder", "weight": "2", "region": "eu",
+                               "data_sites": "zenodo.org,s3:eu-central-1", "hub_url": "https://jupyter.gesis.org"}
     assert (service["Address"], service["Port"]) == ("notebooks.gesis.org", 443)
     [check] = consul_double.checks("gesis")
     assert check["Type"] == "http" and check["Interval"] == "30s"
