@@ -55,8 +55,9 @@ overfill a member together), and to its repository's sorted set when it carries 
 ``repo_key``, unless `repo_cap` launches of that repository are live there already (the
 repository's cap, checked in the same step). `limit_launch` (the abuse limits,
 `router.limits`) is one more: it counts the launch against every rate-limit window (and
-can read a repository's in-flight count) in one script. Every other method is one round trip as well (a script or a
-transaction pipeline), except `recent_launches`, which pages through the stream.
+can read a repository's in-flight count) in one script. Every other method is one
+round trip as well (a script or a transaction pipeline), except `recent_launches`,
+which pages through the stream.
 `launches_per_minute` (the status page) is one ``MGET`` of the per-minute counters
 `record_launch` increments, whatever the number of launches.
 Scripts use keys derived from their arguments, so they need a single Redis (or a

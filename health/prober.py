@@ -246,7 +246,8 @@ class Prober:
             self._due[member.name] = time.monotonic() + self.settings.failed_period
             previous = self._last.get(member.name)
             status = MemberStatus(
-                name=member.name, state=MemberState.UNHEALTHY, reason="probe failed: internal error (see the router's log)",
+                name=member.name, state=MemberState.UNHEALTHY,
+                reason="probe failed: internal error (see the router's log)",
                 checked_at=time.time(),
                 consecutive_failures=min((previous.consecutive_failures if previous else 0) + 1, MAX_COUNT),
                 versions=previous.versions if previous else {},

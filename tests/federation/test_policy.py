@@ -301,7 +301,8 @@ def test_sticky_cookie_yields_to_bounded_load():
     d = decide(view, other, sticky="hot")
     assert d.member.name != "hot" and d.reason != "cookie"
     # A cookie naming a member with room is honoured, spill or not.
-    assert (decide(view, repo, sticky="warm").member.name, decide(view, repo, sticky="warm").reason) == ("warm", "cookie")
+    d = decide(view, repo, sticky="warm")
+    assert (d.member.name, d.reason) == ("warm", "cookie")
     # Strategies without bounded load honour any admissible member's cookie, as the existing redirector does.
     assert decide(view, other, "rendezvous", sticky="hot").reason == "cookie"
 

@@ -32,6 +32,7 @@ from hub.client import HubClient
 from hub.models import MAX_COUNT
 from router.app import create_app
 from tests.conftest import fast_config, member_states
+from tests.support.servers import serve_on_loopback
 from tests.support.waiting import eventually
 
 MARKER = "EVIL-MARKER"  # text a hostile member puts in its answers: never in a public reason
@@ -52,10 +53,7 @@ class ScriptedMember:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/versions", self._versions)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self.runner, self.url = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:

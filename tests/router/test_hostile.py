@@ -35,6 +35,7 @@ from federation.spec import LaunchRequest, SpecError, parse_launch
 from federation.store import MemoryStore
 from router.app import MAX_LINE, create_app
 from tests.conftest import fast_config, member_of, member_states
+from tests.support.servers import serve_on_loopback
 from tests.support.streams import LAUNCH, mark_healthy, read_events, sticky, stream_config
 from tests.support.waiting import eventually
 
@@ -319,10 +320,7 @@ class HostileMember:
         app.router.add_get("/health", self.answer)
         app.router.add_get("/versions", self.answer)
         app.router.add_get("/build/{tail:.*}", self.answer)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self.runner, self.url = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:

@@ -15,7 +15,8 @@ from router.clients import trusted_networks
 from router.relay import STREAMS, forwarded_headers
 from tests.conftest import member_of
 from tests.support.replay_member import FIXTURE, RECORDED_HUB, ReplayMember
-from tests.support.streams import COOKIE, LAUNCH, mark_healthy, phases, read_events, sticky, sticky_member, stream_config
+from tests.support.streams import (COOKIE, LAUNCH, mark_healthy, phases, read_events, sticky, sticky_member,
+                                   stream_config)
 from tests.support.waiting import eventually
 
 async def metrics_text(http, router) -> str:
@@ -58,7 +59,8 @@ async def test_failover_reaches_ready_on_the_next_member(fault, start_devhub, st
     await mark_healthy(store, bad_member.name, "good")
 
     # The sticky cookie makes the failing member the first choice.
-    async with http.get(router.url + LAUNCH + "?urlpath=lab", cookies={COOKIE: sticky(router, bad_member.name)}) as response:
+    cookies = {COOKIE: sticky(router, bad_member.name)}
+    async with http.get(router.url + LAUNCH + "?urlpath=lab", cookies=cookies) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
         events = await read_events(response)
@@ -220,7 +222,8 @@ async def test_recorded_binderhub_stream_is_relayed_event_for_event(start_router
     await member.start()
     try:
         store = make_store()
-        router = await start_router(stream_config([Member(name="replay", url=member.url, hub_url=RECORDED_HUB)]), store, probe=False)
+        replay = Member(name="replay", url=member.url, hub_url=RECORDED_HUB)
+        router = await start_router(stream_config([replay]), store, probe=False)
         await mark_healthy(store, "replay")
         async with http.get(router.url + "/build/gh/binder-examples/octave/HEAD") as response:
             relayed = await read_events(response)
@@ -241,7 +244,8 @@ async def test_visitor_address_reaches_the_member_and_credentials_do_not(start_r
         for trusted, chain, real in [((), "127.0.0.1", "127.0.0.1"),
                                      (("127.0.0.0/8",), "203.0.113.9, 127.0.0.1", "203.0.113.9")]:
             store = make_store()
-            router = await start_router(stream_config([Member(name="replay", url=member.url, hub_url=RECORDED_HUB)], trusted=trusted),
+            replay = Member(name="replay", url=member.url, hub_url=RECORDED_HUB)
+            router = await start_router(stream_config([replay], trusted=trusted),
                                         store, probe=False)
             await mark_healthy(store, "replay")
             url = URL(router.url + LAUNCH + "?urlpath=lab%2Ftree%2Fa.ipynb", encoded=True)  # sent as written
@@ -329,7 +333,8 @@ async def test_failover_skips_members_drained_since_the_decision(start_devhub, s
     router = await start_router(stream_config([member_of(h) for h in hubs.values()], stall_timeout=0.5), store,
                                 probe=False)
     await mark_healthy(store, "bad", "b", "c")
-    async with http.get(router.url + "/api/v1/place", params={"path": LAUNCH, "cookie": sticky(router, "bad")}) as response:
+    params = {"path": LAUNCH, "cookie": sticky(router, "bad")}
+    async with http.get(router.url + "/api/v1/place", params=params) as response:
         ranking = (await response.json())["ranking"]
     assert ranking[0] == "bad"
     drained, next_up = ranking[1], ranking[2]
