@@ -101,7 +101,9 @@ async def consul_register(http, hubs: list[DevHub], tmp: Path) -> list[float]:
     samples = []
     try:
         path = tmp / "federation.yaml"
-        path.write_text(_yaml([("alpha", alpha.url, 0.001)], f"consul:\n  enabled: true\n  url: {double.url}\n  wait: 30\n"))
+        # The dev members listen on loopback: the allowlist must name the address.
+        consul = f"consul:\n  enabled: true\n  url: {double.url}\n  wait: 30\n  allowed_hosts: ['127.0.0.1']\n"
+        path.write_text(_yaml([("alpha", alpha.url, 0.001)], consul))
         runner, url = await _serve(create_app(config_mod.load(path), open_store("memory://"), config_path=path))
         try:
             await _wait_healthy(http, url, "alpha")

@@ -56,9 +56,11 @@ async def serve_router(member_url: str) -> None:
     from federation.members import Member, MemberState, MemberStatus
     from federation.store import MemoryStore
     from router.app import create_app
+    from tests.support.replay_member import RECORDED_HUB
 
     config = FederationConfig(
-        members=(Member(name="replay", url=member_url),),
+        # The recording's ready URL is on the hub it was made on: the relay passes it on for a member declaring it.
+        members=(Member(name="replay", url=member_url, hub_url=RECORDED_HUB),),
         policy=PolicySettings(in_flight_ttl=2),
         router=RouterSettings(port=0, cookie_max_age_hours=0, forward="stream", stream=StreamSettings(linger=0)),
         limits=LimitSettings(enabled=False),  # one load generator on 127.0.0.1 is one client

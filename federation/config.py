@@ -6,6 +6,7 @@ every error names the file, the key path and what was expected.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
+from .admission import AdmissionError, admit, check_weight, host_rules
 from .members import Member
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -62,11 +64,21 @@ class HealthSettings:
     # Seconds the `prober` lease lasts without renewal: how long replicas go unprobed
     # after the leader dies. None: `prober_lease_ttl` derives it from the period.
     lease_ttl: float | None = None
+    # Seconds after which a member's last probe result no longer counts (it reads as
+    # `unknown`). None: `status_max_age` derives it from the periods.
+    max_status_age: float | None = None
 
     @property
     def prober_lease_ttl(self) -> float:
         """`lease_ttl`, or by default max(2 × period, 5) seconds."""
         return self.lease_ttl if self.lease_ttl is not None else max(2 * self.period, 5.0)
+
+    @property
+    def status_max_age(self) -> float:
+        """`max_status_age`, or by default 4 × the longer of the two periods, at least 60 s."""
+        if self.max_status_age is not None:
+            return self.max_status_age
+        return max(4 * max(self.period, self.failed_period), 60.0)
 
 
 @dataclass(frozen=True)
@@ -150,12 +162,30 @@ class RouterSettings:
     forward: str | ForwardModes = "redirect"
     sticky_cookie: str = "binder-federation-member"
     cookie_max_age_hours: float = 4.0
+    # Where the secret that signs sticky values is found (router.sticky); none: random per process.
+    cookie_secret_env: str = "BINDERFED_COOKIE_SECRET"
+    cookie_secret_file: str = ""
     retry_after: int = 30
     landing: str = "page"
     landing_proxy: LandingProxySettings = field(default_factory=LandingProxySettings)
+    header_timeout: float = 10.0   # seconds a new connection has for its first request's headers
+    idle_timeout: float = 75.0     # seconds a connection may wait for its next request
     trusted_proxies: tuple[str, ...] = ()
     stream: StreamSettings = field(default_factory=StreamSettings)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
+    # `trusted_proxies` parsed, once per configuration (entries that are no network are
+    # refused by `parse`, skipped here for configs built in code).
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, compare=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        networks = []
+        for entry in self.trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                pass
+        object.__setattr__(self, "trusted_networks", tuple(networks))
 
     def forward_for(self, family: str) -> str:
         """"redirect" or "stream" for a launch path family ("v2", "build", "repo")."""
@@ -175,6 +205,8 @@ class ConsulSettings:
     wait: float = 60.0
     exclude_critical: bool = True
     retry_max: float = 30.0
+    # Hosts a registration may point at (federation.admission); empty: none is admitted.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -318,7 +350,7 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
     if data is None:
         data = {}
     validate(data, source)
-    members = tuple(_member(m) for m in data.get("members", []))
+    members = tuple(_member(m, index, source) for index, m in enumerate(data.get("members", [])))
     _check_unique(members, source)
     health_data = dict(data.get("health", {}))
     health = HealthSettings(outlier=OutlierSettings(**health_data.pop("outlier", {})), **health_data)
@@ -332,6 +364,12 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
     router_data = dict(data.get("router", {}))
     if "trusted_proxies" in router_data:
         router_data["trusted_proxies"] = tuple(router_data["trusted_proxies"])
+        for index, entry in enumerate(router_data["trusted_proxies"]):
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(source, f"router.trusted_proxies[{index}]",
+                                  f"{entry!r} is not an IP address or CIDR network (such as 10.0.0.0/8)") from None
     if isinstance(router_data.get("forward"), dict):
         router_data["forward"] = ForwardModes(**router_data["forward"])
     stream_data = dict(router_data.get("stream", {}))
@@ -346,7 +384,7 @@ def parse(data: Any, source: str = "<config>") -> FederationConfig:
         router=RouterSettings(**router_data),
         store_url=data.get("store", {}).get("url", "memory://"),
         launch_log=data.get("launch_log", {}).get("sink", "none"),
-        consul=ConsulSettings(**data.get("consul", {})),
+        consul=_consul(data.get("consul", {}), source),
         admin=AdminSettings(**data.get("admin", {})),
         reports=_reports(data.get("reports", {})),
         limits=_limits(data.get("limits", {})),
@@ -411,17 +449,35 @@ def check_runnable(cfg: FederationConfig) -> None:
                           "or use a redis:// or rediss:// store.url (or --store-url)")
 
 
-def _member(data: Mapping[str, Any]) -> Member:
-    return Member(
-        name=data["name"],
-        url=data["url"].rstrip("/"),
-        weight=float(data.get("weight", 1)),
-        prime=bool(data.get("prime", False)),
-        data_sites=tuple(data.get("data_sites", ())),
-        region=data.get("region", ""),
-        cached_repos=tuple(data.get("cached_repos", ())),
-        source="config",
-    )
+def _member(data: Mapping[str, Any], index: int, source: str) -> Member:
+    try:
+        member = Member(
+            name=data["name"],
+            url=data["url"].rstrip("/"),
+            weight=check_weight(data.get("weight", 1)),   # NaN and .inf pass the schema's minimum
+            prime=bool(data.get("prime", False)),
+            data_sites=tuple(data.get("data_sites", ())),
+            region=data.get("region", ""),
+            cached_repos=tuple(data.get("cached_repos", ())),
+            source="config",
+            hub_url=data.get("hub_url", "").rstrip("/"),
+        )
+        # The operator's own file: trusted for the addresses it names (no host rules).
+        return admit(member)
+    except AdmissionError as exc:
+        raise ConfigError(source, f"members[{index}].{exc.field}", exc.why) from None
+
+
+def _consul(data: Mapping[str, Any], source: str) -> ConsulSettings:
+    settings = dict(data)
+    if "allowed_hosts" in settings:
+        settings["allowed_hosts"] = tuple(settings["allowed_hosts"])
+        for index, entry in enumerate(settings["allowed_hosts"]):
+            try:
+                host_rules([entry])
+            except ValueError as exc:
+                raise ConfigError(source, f"consul.allowed_hosts[{index}]", str(exc)) from None
+    return ConsulSettings(**settings)
 
 
 def _check_unique(members: tuple[Member, ...], source: str) -> None:

@@ -1,7 +1,7 @@
 """`binderfed member`: an organization joins or leaves the federation through Consul.
 
     binderfed member register   --consul URL --name gesis --url https://notebooks.gesis.org/binder \\
-                                [--weight 1] [--region eu-central] [--data-site zenodo.org ...] [--prime]
+                                [--weight 1] [--region eu-central] [--data-site zenodo.org ...] [--hub-url URL]
     binderfed member deregister --consul URL --name gesis
     binderfed member list       --consul URL
 
@@ -10,7 +10,9 @@ metadata in the Consul agent at URL, with an HTTP check on `<url>/health` that
 Consul runs itself; routers watching that service route to the member once the
 check passes and their own probes find it healthy. `deregister` removes it: the
 member leaves rotation at once (visitors already on it keep their servers).
-See docs/joining.md.
+Routers admit a registration only on a host their operators allow
+(`consul.allowed_hosts`), and never as the prime member: that is named in the
+operators' config file. See docs/joining.md.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 import consul
 import jsonschema
 
+from .admission import host_rules
 from .config import ConsulSettings, schema
 from .secrets import SecretError, read_secret
 from .sources.consul import consul_client, members_from_health
@@ -33,8 +36,12 @@ DEFAULT_SERVICE = ConsulSettings().service
 DEFAULT_CONSUL = os.environ.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
 TIMEOUT = 30.0
 
+# `member list` cannot know each router's consul.allowed_hosts: it applies no host restriction.
+ANY_HOST = host_rules(["*", "0.0.0.0/0", "::/0"])
+
 # Which command-line flag each member field comes from, for error messages.
-_FLAGS = {"name": "--name", "url": "--url", "weight": "--weight", "region": "--region", "data_sites": "--data-site"}
+_FLAGS = {"name": "--name", "url": "--url", "weight": "--weight", "region": "--region", "data_sites": "--data-site",
+          "hub_url": "--hub-url"}
 
 
 class RegistrationError(ValueError):
@@ -50,7 +57,7 @@ class Registration:
     weight: float = 1.0
     region: str = ""
     data_sites: tuple[str, ...] = ()
-    prime: bool = False
+    hub_url: str = ""
     service: str = DEFAULT_SERVICE
     tags: tuple[str, ...] = ()
     check: bool = True
@@ -61,7 +68,7 @@ class Registration:
 
     def validate(self) -> None:
         data = {"name": self.name, "url": self.url, "weight": self.weight, "region": self.region,
-                "data_sites": list(self.data_sites), "prime": self.prime}
+                "data_sites": list(self.data_sites), "hub_url": self.hub_url}
         validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/member", "$defs": schema()["$defs"]})
         error = jsonschema.exceptions.best_match(validator.iter_errors(data))
         if error is not None:
@@ -75,11 +82,13 @@ class Registration:
 
     def meta(self) -> dict[str, str]:
         """The service's Meta: what routers read (see federation.sources.consul)."""
-        meta = {"url": self.url.rstrip("/"), "weight": f"{self.weight:g}", "prime": "true" if self.prime else "false"}
+        meta = {"url": self.url.rstrip("/"), "weight": f"{self.weight:g}"}
         if self.region:
             meta["region"] = self.region
         if self.data_sites:
             meta["data_sites"] = ",".join(self.data_sites)
+        if self.hub_url:
+            meta["hub_url"] = self.hub_url.rstrip("/")
         meta.update(self.extra_meta)
         return meta
 
@@ -87,8 +96,7 @@ class Registration:
         """Arguments of py-consul's `agent.service.register`."""
         parts = urlsplit(self.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        tags = list(dict.fromkeys(["binderhub", *(["https"] if parts.scheme == "https" else []),
-                                   *(["prime"] if self.prime else []), *self.tags]))
+        tags = list(dict.fromkeys(["binderhub", *(["https"] if parts.scheme == "https" else []), *self.tags]))
         check = None
         if self.check:
             check = consul.Check.http(self.url.rstrip("/") + "/health", self.check_interval, timeout=self.check_timeout,
@@ -119,13 +127,14 @@ async def deregister_member(consul_url: str, name: str, token: str = "") -> bool
 
 
 async def list_members(consul_url: str, service: str = DEFAULT_SERVICE, token: str = ""):
-    """What routers watching `service` would see: members and left-out entries."""
+    """What routers watching `service` would see: members and left-out entries (before each
+    router's own `consul.allowed_hosts`, which this cannot know)."""
     client = consul_client(consul_url, token, timeout=TIMEOUT)
     try:
         _, entries = await client.health.service(service)
     finally:
         await client.close()
-    return members_from_health(entries)
+    return members_from_health(entries, allowed_hosts=ANY_HOST)
 
 
 # -- command line --------------------------------------------------------------------------
@@ -149,7 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument("--region", default="", help="free-form region label")
     reg.add_argument("--data-site", action="append", default=[], dest="data_sites", metavar="SITE",
                      help="data site your cluster sits close to (zenodo.org, s3:eu-central-1, ...); repeatable")
-    reg.add_argument("--prime", action="store_true", help="fallback member when no member is healthy (operators decide)")
+    reg.add_argument("--hub-url", default="", help="your JupyterHub's public URL, if on another host than --url "
+                                                   "and not a subdomain of it (hub.<host> needs nothing)")
     reg.add_argument("--tag", action="append", default=[], dest="tags", help="extra Consul tag; repeatable")
     reg.add_argument("--check-interval", default="15s", help="how often Consul checks <url>/health (default 15s)")
     reg.add_argument("--check-timeout", default="5s", help="timeout of that check (default 5s)")
@@ -162,7 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dereg.add_argument("--name", required=True, help="the member name you registered")
 
     sub.add_parser("list", parents=[common], help="show the members routers see in Consul",
-                   description="Show the members routers watching the service see, and entries they leave out.")
+                   description="Show the members routers watching the service see, and entries they leave out "
+                               "(each router also admits only hosts in its consul.allowed_hosts).")
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -177,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "register":
             registration = Registration(
                 name=args.name, url=args.url, weight=args.weight, region=args.region,
-                data_sites=tuple(args.data_sites), prime=args.prime, service=args.service, tags=tuple(args.tags),
+                data_sites=tuple(args.data_sites), hub_url=args.hub_url, service=args.service, tags=tuple(args.tags),
                 check=not args.no_check, check_interval=args.check_interval, check_timeout=args.check_timeout,
                 deregister_after=args.deregister_after,
             )
@@ -196,10 +207,10 @@ def run(args: argparse.Namespace) -> int:
             view = asyncio.run(list_members(args.consul, args.service, token))
             for m in view.members:
                 extras = [f"weight {m.weight:g}"] + ([f"region {m.region}"] if m.region else []) + \
-                         (["prime"] if m.prime else []) + ([f"data {','.join(m.data_sites)}"] if m.data_sites else [])
+                         ([f"data {','.join(m.data_sites)}"] if m.data_sites else [])
                 print(f"{m.name}\t{m.url}\t{', '.join(extras)}")
-            for p in view.left_out:
-                print(f"left out: {p.service_id} on {p.node}: {p.why}")
+            for p in (*view.left_out, *view.notes):
+                print(f"{'left out' if p in view.left_out else 'note'}: {p.service_id} on {p.node}: {p.why}")
             if not view.members and not view.left_out:
                 print(f"no members registered under service {args.service!r}")
     except (RegistrationError, SecretError, ValueError) as exc:

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from hub.models import check_count
+
+MAX_REASON = 500  # characters of a status reason kept
 
 
 class MemberState(str, enum.Enum):
@@ -33,9 +40,49 @@ class Member:
     region: str = ""
     cached_repos: tuple[str, ...] = ()       # repository keys the operator says are cached there
     source: str = "config"
+    hub_url: str = ""                        # its JupyterHub's public URL, where that is another host
 
     def with_url(self, url: str) -> "Member":
         return replace(self, url=url.rstrip("/"))
+
+    def serves(self, url: str) -> bool:
+        """Whether a user server URL (a `ready` event's `url`) is on this member's own origin.
+
+        That is the origin of its URL or of its `hub_url`, or a subdomain of either host
+        with the same scheme and port (BinderHubs commonly serve their JupyterHub at
+        `hub.<their host>`). Anything else (another host, `javascript:`, credentials in
+        the URL) is not the member's to send a visitor to.
+        """
+        try:
+            target = urlsplit(url)
+            target_port = _port(target)
+        except ValueError:
+            return False
+        host = (target.hostname or "").rstrip(".")
+        if target.scheme not in ("http", "https") or not host or "@" in target.netloc:
+            return False
+        for base_url in (self.url, self.hub_url):
+            if not base_url:
+                continue
+            base = urlsplit(base_url)
+            base_host = (base.hostname or "").rstrip(".")
+            if target.scheme != base.scheme.lower() or target_port != _port(base):
+                continue
+            if host == base_host or (not _is_ip(base_host) and host.endswith("." + base_host)):
+                return True
+        return False
+
+
+def _port(parts) -> int:
+    return parts.port or (443 if parts.scheme.lower() == "https" else 80)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -59,6 +106,30 @@ class MemberStatus:
     # the member gave no usable /health (unreachable, not the member API).
     checks: tuple[tuple[str, bool], ...] = ()
 
+    def __post_init__(self) -> None:
+        # Counts come from members (and back from a shared store): bounded here, so no
+        # status placement reads can carry a number that overflows its arithmetic.
+        if self.quota is not None:
+            check_count(self.quota, "quota")
+        for name in ("total_pods", "build_pods", "user_pods", "consecutive_failures"):
+            check_count(getattr(self, name), name)
+        if not math.isfinite(self.checked_at):
+            raise ValueError(f"checked_at must be a finite number, not {self.checked_at!r}")
+        if self.latency is not None and not (math.isfinite(self.latency) and self.latency >= 0):
+            raise ValueError(f"latency must be a finite number >= 0, not {self.latency!r}")
+
+    def aged(self, now: float, max_age: float) -> "MemberStatus":
+        """This status, or `unknown` when its probe result is older than `max_age` seconds.
+
+        A status nobody refreshes (the prober stopped, or stuck on one member) must not
+        keep a member in rotation on what it said long ago. The reason names the limit,
+        not the age, so an aged status stays equal to itself from one read to the next.
+        """
+        if self.state is MemberState.UNKNOWN or now - self.checked_at <= max_age:
+            return self
+        return replace(self, state=MemberState.UNKNOWN,
+                       reason=f"no probe result in the last {max_age:g} s (last known: {self.state.value})")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "state": self.state.value,
@@ -77,22 +148,46 @@ class MemberStatus:
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> "MemberStatus":
+        """Parse `to_json`'s shape (read back from a shared store); ValueError for anything else."""
+        if not isinstance(data, Mapping):
+            raise ValueError("status is not a JSON object")
+        quota = data.get("quota")
+        latency = data.get("latency")
+        versions = data.get("versions") or {}
+        if not isinstance(versions, Mapping):
+            raise ValueError("versions is not an object")
         return cls(
             name=name,
             state=MemberState(data.get("state", "unknown")),
-            reason=str(data.get("reason", "")),
-            quota=data.get("quota"),
+            reason=str(data.get("reason", ""))[:MAX_REASON],
+            quota=None if quota is None else check_count(quota, "quota"),
             has_quota=bool(data.get("has_quota", False)),
-            total_pods=int(data.get("total_pods", 0)),
-            build_pods=int(data.get("build_pods", 0)),
-            user_pods=int(data.get("user_pods", 0)),
-            versions=dict(data.get("versions") or {}),
-            checked_at=float(data.get("checked_at", 0.0)),
-            latency=data.get("latency"),
-            consecutive_failures=int(data.get("consecutive_failures", 0)),
+            total_pods=check_count(data.get("total_pods", 0), "total_pods"),
+            build_pods=check_count(data.get("build_pods", 0), "build_pods"),
+            user_pods=check_count(data.get("user_pods", 0), "user_pods"),
+            versions=dict(versions),
+            checked_at=_number(data.get("checked_at", 0.0), "checked_at"),
+            latency=None if latency is None else _number(latency, "latency"),
+            consecutive_failures=check_count(data.get("consecutive_failures", 0), "consecutive_failures"),
             checks=tuple((str(c[0]), bool(c[1])) for c in data.get("checks") or ()
                          if isinstance(c, (list, tuple)) and len(c) == 2),
         )
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} is not a number")
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float
+        raise ValueError(f"{name} is out of range") from None
+
+
+def fresh_statuses(statuses: Mapping[str, MemberStatus], now: float, max_age: float) -> Mapping[str, MemberStatus]:
+    """`statuses` with every one older than `max_age` seconds turned `unknown` (`MemberStatus.aged`)."""
+    stale = {name: status.aged(now, max_age) for name, status in statuses.items()
+             if status.state is not MemberState.UNKNOWN and now - status.checked_at > max_age}
+    return {**statuses, **stale} if stale else statuses
 
 
 @dataclass(frozen=True)

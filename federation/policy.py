@@ -10,7 +10,9 @@ How a launch is placed (DESIGN.md, "Placement"):
 1. Admissible members: weight > 0, not draining, not ejected, probed healthy, and
    with free capacity (`quota - pods - in_flight - headroom > 0`, or capacity
    unknown/unlimited). Every member gets a `Candidate` saying why it is or is not.
-2. A sticky cookie naming an admissible member wins (reason "cookie").
+2. A sticky cookie naming an admissible member wins (reason "cookie"), unless bounded
+   load passes that member over: a cookie never piles launches onto an overloaded
+   member (the launch goes where bounded load sends it, reason "spill" or its tier).
 3. The configured strategy ranks the admissible members. A strategy is one pure
    function `(context, rng) -> Ranking`, registered in `STRATEGIES`; adding one is
    one function and one registry line.
@@ -71,7 +73,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -267,15 +268,19 @@ class Ranking:
     failover order.
     """
 
-    __slots__ = ("group", "keys", "labels", "spilled", "demoted", "_first")
+    __slots__ = ("group", "keys", "labels", "spilled", "demoted", "overloaded", "_first")
 
     def __init__(self, group: np.ndarray, keys: Callable[[np.ndarray], np.ndarray], labels: tuple[str, ...],
-                 spilled: bool = False, demoted: Callable[[], np.ndarray | None] | None = None):
+                 spilled: bool = False, demoted: Callable[[], np.ndarray | None] | None = None,
+                 overloaded: Callable[[int], bool] | None = None):
         self.group = group
         self.keys = keys
         self.labels = labels
         self.spilled = spilled
         self.demoted = demoted
+        # Whether bounded load passes member i over (None: the strategy has no bounded load);
+        # a sticky cookie naming such a member is not honoured.
+        self.overloaded = overloaded
         self._first: int | None = None
 
     def first(self, admissible: np.ndarray) -> int:
@@ -398,15 +403,15 @@ def strategy_bounded_affinity(ctx: Context, rng: random.Random) -> Ranking:
     first = ranking.first(ctx.admissible)
     if not ctx.is_overloaded(first, bound):
         ranking.demoted = lambda: ctx.overloaded(bound)
+        ranking.overloaded = lambda i: ctx.is_overloaded(i, bound)
         return ranking
     over = ctx.overloaded(bound)
     if over is None:  # everybody is overloaded: nobody is passed over
         return ranking
     group += over.view(np.int8) * np.int8(affinity + 1)
-    return Ranking(group, ranking.keys, ranking.labels, spilled=True)
+    return Ranking(group, ranking.keys, ranking.labels, spilled=True, overloaded=lambda i: bool(over[i]))
 
 
-@lru_cache(maxsize=16)
 def _explicit_tiers(tiers: tuple[str, ...]) -> tuple[str, ...]:
     """The configured tiers before "affinity" (which selects everybody left)."""
     return tiers[: tiers.index("affinity")] if "affinity" in tiers else tiers
@@ -499,7 +504,7 @@ def place(
     reason = "spill" if ranking.spilled else labels[ranking.group[first]]
     if sticky is not None:
         chosen = table.index.get(sticky, -1)
-        if chosen >= 0 and ok[chosen]:
+        if chosen >= 0 and ok[chosen] and not (ranking.overloaded is not None and ranking.overloaded(chosen)):
             first, reason = chosen, "cookie"
 
     def order() -> list[int]:

@@ -29,6 +29,7 @@ Keys (all under `key_prefix`, default ``binderfed:``)
 ``rate:<key>``              hash     fixed rate-limit window: ``s`` start, ``c`` count
 ``repo-inflight:<repo key>``  zset   launch id -> expiry time (launches of one repository)
 ``lease:<name>``            hash     ``h`` holder, ``e`` expiry time
+``launch-minute:<minute>``  string   launches recorded in that clock minute (unix time // 60), kept 2 h
 ==========================  =======  ==================================================
 
 Time
@@ -51,10 +52,14 @@ parse than nested arrays); another adds the launch to its member's sorted set an
 event to the stream, unless `limit` live launches of that member are already there (the
 check and the count are one atomic step, so replicas that read the same counts cannot
 overfill a member together), and to its repository's sorted set when it carries a
-``repo_key``. `limit_launch` (the abuse limits, `router.limits`) is one more: it counts
-the launch against every rate-limit window and reads its repository's in-flight count
-in one script. Every other method is one round trip as well (a script or a
-transaction pipeline), except `recent_launches`, which pages through the stream.
+``repo_key``, unless `repo_cap` launches of that repository are live there already (the
+repository's cap, checked in the same step). `limit_launch` (the abuse limits,
+`router.limits`) is one more: it counts the launch against every rate-limit window (and
+can read a repository's in-flight count) in one script. Every other method is one
+round trip as well (a script or a transaction pipeline), except `recent_launches`,
+which pages through the stream.
+`launches_per_minute` (the status page) is one ``MGET`` of the per-minute counters
+`record_launch` increments, whatever the number of launches.
 Scripts use keys derived from their arguments, so they need a single Redis (or a
 Sentinel-managed master), not Redis Cluster.
 
@@ -69,7 +74,7 @@ slightly older than the newest one), so `recent_launches(since)` is an ``XRANGE`
 Degradation
 -----------
 When Redis cannot be reached (connection refused or reset, socket timeouts of
-`socket_timeout` seconds, a Sentinel with no master, or any other Redis error such as a
+`socket_timeout` seconds, a Sentinel with no master, a server still loading its data, a
 read-only former master) the store never raises; no call waits longer than
 ``socket_timeout + connect_timeout`` (1 s by default) for Redis. It sets
 ``degraded = True``, logs ``store degraded: redis unreachable at ...`` once, and answers
@@ -95,6 +100,12 @@ turns False and ``store recovered`` is logged:
 * ejections (the later ``until`` wins);
 * launch events (bounded by `log_length`).
 
+Any other failure of a call (Redis answers an error: a script's ``ResponseError``, a key
+of the wrong type; or an answer that cannot be read) is not an outage: it is logged as
+an error naming the call and the cause, counted (`errors`, `on_error`: the router's
+``federation_store_errors_total``), and that one call is answered from the local store;
+the store stays in normal operation and the next call goes to Redis again.
+
 Launches recorded before the outage are not pushed again: Redis may have settled some of
 them meanwhile (on another replica's probe), and re-adding those would overcount. Rate-limit
 counters, per-repository in-flight launches and leases are not pushed back: they are
@@ -119,10 +130,12 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .members import MemberStatus, Override
-from .store import Clock, LaunchState, LimitState, MemoryStore, RateCheck, Store
+from .store import (COUNTED, MEMBER_FULL, MINUTES_KEPT, REPO_CAP, Clock, LaunchState, LimitState, MemoryStore,
+                    RateCheck, RecordResult, Store, event_minute)
 
 log = logging.getLogger("binderfed.store")
 
@@ -134,9 +147,12 @@ RANGE_PAGE = 5000         # stream entries per XRANGE in recent_launches
 PUSH_CHUNK = 1000         # launch events per script when pushing back after an outage
 JOURNAL_PRUNE = 10_000    # prune expired launches from the degraded-mode journal past this size
 
-# Errors that mean "Redis is not there right now". RedisError covers ConnectionError,
-# TimeoutError, BusyLoadingError, ReadOnlyError after a fail-over, MasterNotFoundError...
-UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
+# Errors that mean "Redis is not there right now": no connection (refused, reset, a
+# Sentinel with no master: MasterNotFoundError, a server still loading: BusyLoadingError,
+# all ConnectionErrors), no answer in time, or a former master turned read-only replica
+# after a fail-over. Anything else Redis answers (a ResponseError from a script, WRONGTYPE,
+# a DataError) is not an outage but a bug or a broken store: it must not look like one.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, asyncio.TimeoutError)
 
 
 # --------------------------------------------------------------------------------------
@@ -294,25 +310,36 @@ local function extend_ttl(key, ms)
 end
 """
 
-# KEYS: inflight:<member>, inflight-members, launches[, repo-inflight:<repo key>]
+# KEYS: inflight:<member>, inflight-members, launches, launch-minute:<minute>[, repo-inflight:<repo key>]
 # ARGV: member, launch id, expiry, gc ttl ms, event JSON ('' = none), event ms, maxlen,
-#       limit ('' = none), now[, repo expiry, repo gc ttl ms]
-# Returns 0 (nothing recorded) when `limit` launches of the member are already in flight.
+#       limit ('' = none), now, minute counter gc ttl ms[, repo expiry, repo gc ttl ms, repo cap ('' = none)]
+# Returns {1} when recorded; {0} (nothing recorded) when `limit` launches of the member
+# are already in flight; {2, n} when `repo cap` launches of the repository (n) are.
 RECORD_LAUNCH = _XADD_FUNCTION + _EXTEND_TTL_FUNCTION + """
+if KEYS[5] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[9])
+  if ARGV[13] ~= '' then
+    local running = redis.call('ZCARD', KEYS[5])
+    if running >= tonumber(ARGV[13]) then return {2, running} end
+  end
+end
 if ARGV[8] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[9])
-  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[8]) then return 0 end
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[8]) then return {0} end
 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
 extend_ttl(KEYS[1], ARGV[4])
-if ARGV[5] ~= '' then add_event(KEYS[3], ARGV[6], ARGV[5], ARGV[7]) end
-if KEYS[4] then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[9])
-  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[2])
-  extend_ttl(KEYS[4], ARGV[11])
+if ARGV[5] ~= '' then
+  add_event(KEYS[3], ARGV[6], ARGV[5], ARGV[7])
+  redis.call('INCR', KEYS[4])
+  redis.call('PEXPIRE', KEYS[4], ARGV[10])
 end
-return 1
+if KEYS[5] then
+  redis.call('ZADD', KEYS[5], ARGV[11], ARGV[2])
+  extend_ttl(KEYS[5], ARGV[12])
+end
+return {1}
 """
 
 # KEYS: inflight:<member>, inflight-members   ARGV: now, count, member
@@ -404,7 +431,7 @@ return 0
 
 # What a replica wrote while degraded, in one go (see "Degradation" in the module docstring).
 # KEYS: status, override, ejection, inflight-members, launches, images
-# ARGV: payload JSON, key prefix, now, maxlen, gc margin ms
+# ARGV: payload JSON, key prefix, now, maxlen, gc margin ms, minute counter gc ttl ms
 PUSH = _XADD_FUNCTION + _EXTEND_TTL_FUNCTION + """
 local p = cjson.decode(ARGV[1])
 local prefix = ARGV[2]
@@ -443,7 +470,12 @@ for _, i in ipairs(p.images) do
   redis.call('ZADD', KEYS[6], 'GT', i[3], i[1] .. '\\0' .. i[2])
   extend_ttl(key, math.ceil((tonumber(i[3]) - now + margin) * 1000))
 end
-for _, e in ipairs(p.events) do add_event(KEYS[5], e[1], e[2], ARGV[4]) end
+for _, e in ipairs(p.events) do
+  add_event(KEYS[5], e[1], e[2], ARGV[4])
+  local key = prefix .. 'launch-minute:' .. e[3]
+  redis.call('INCR', key)
+  redis.call('PEXPIRE', key, ARGV[6])
+end
 return 1
 """
 
@@ -521,6 +553,8 @@ class RedisStore(Store):
         self.backoff_max = backoff_max
         self.degraded = False
         self.last_error: str = ""
+        self.errors = 0                                   # calls failed by something other than an outage
+        self.on_error: Callable[[], None] | None = None   # told of each (the router counts them)
         self._fallback = MemoryStore(clock, log_length=min(log_length, 10_000))
         self._journal = self._new_journal()
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -535,6 +569,7 @@ class RedisStore(Store):
         self._k_image, self._k_images = p + "image:", p + "images"
         self._k_launches, self._k_rate, self._k_lease = p + "launches", p + "rate:", p + "lease:"
         self._k_repo_inflight = p + "repo-inflight:"
+        self._k_minute = p + "launch-minute:"
         r = self._redis
         self._launch_state = r.register_script(LAUNCH_STATE)
         self._in_flight = r.register_script(IN_FLIGHT)
@@ -587,6 +622,9 @@ class RedisStore(Store):
                     script.sha = await self._redis.script_load(script.script)
         except UNREACHABLE as exc:
             self._degrade(exc)
+        except RedisError as exc:  # Redis answers, but not as a store can use it (ACLs, a proxy): say so, retry
+            log.error("redis at %s refused the store's set-up: %s", self.target.describe(), _describe_error(exc))
+            self._degrade(exc)
 
     async def close(self) -> None:
         self._closed = True
@@ -632,6 +670,10 @@ class RedisStore(Store):
                           min(delay * 2, self.backoff_max))
                 delay = min(delay * 2, self.backoff_max)
                 continue
+            except Exception as exc:  # noqa: BLE001 - Redis is back but refuses the push: a bug
+                self._failed(self._push_journal, exc)
+                log.error("dropping what this replica wrote while redis was away: it cannot be pushed back")
+                self._journal = self._new_journal()
             # No await between the journal's last push and this line: nothing written
             # while degraded can be left behind.
             self.degraded = False
@@ -656,7 +698,7 @@ class RedisStore(Store):
                     "ejections": [[n, repr(until)] for n, until in journal.ejections.items()],
                     "launches": [[m, i, repr(e)] for m, i, e in journal.launches if e > now],
                     "images": [[r, m, repr(e)] for (r, m), e in journal.images.items() if e > now],
-                    "events": [[str(ms), event] for ms, event in events],
+                    "events": [[str(ms), event, str(ms // 60_000)] for ms, event in events],
                 }
                 try:
                     async with asyncio.timeout(self.op_timeout * 4):
@@ -664,7 +706,7 @@ class RedisStore(Store):
                             keys=[self._k_status, self._k_override, self._k_ejection, self._k_inflight_members,
                                   self._k_launches, self._k_images],
                             args=[json.dumps(payload), self.key_prefix, repr(now), self.log_length,
-                                  int(GC_MARGIN * 1000)])
+                                  int(GC_MARGIN * 1000), self._gc_ms(MINUTES_KEPT * 60)])
                 except BaseException:
                     journal.events.extendleft(reversed(events))
                     self._journal.merge_older(journal)
@@ -679,16 +721,31 @@ class RedisStore(Store):
 
     async def _call(self, remote: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]],
                     journal: Callable[[], None] | None = None) -> T:
-        """Run `remote` against Redis, or `local` (and `journal`) when Redis is away."""
+        """Run `remote` against Redis, or `local` (and `journal`) when Redis is away.
+
+        A failure that is not Redis being away (see UNREACHABLE) is logged and counted as
+        the bug it is, and only this call is answered locally (module docstring)."""
         if not self.degraded:
             try:
                 async with asyncio.timeout(self.op_timeout):
                     return await remote()
             except UNREACHABLE as exc:
                 self._degrade(exc)
+            except Exception as exc:  # noqa: BLE001 - not an outage: say so loudly, keep serving
+                self._failed(remote, exc)
+                return await local()
         if journal is not None:
             journal()
         return await local()
+
+    def _failed(self, remote: Callable[..., Any], exc: BaseException) -> None:
+        self.errors += 1
+        call = getattr(remote, "__qualname__", "a call").replace(".<locals>.remote", "")
+        log.error("store error in %s (redis at %s answered, this is not an outage): %s; answered from this "
+                  "replica's memory", call, self.target.describe(), _describe_error(exc), exc_info=exc,
+                  extra={"store": self.target.describe(), "cause": _describe_error(exc)})
+        if self.on_error is not None:
+            self.on_error()
 
     async def _nothing(self) -> None:
         return None
@@ -788,32 +845,41 @@ class RedisStore(Store):
         return await self._call(remote, lambda: self._fallback.launch_state(repo_key))
 
     async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
-                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0) -> bool:
+                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0,
+                            repo_cap: int | None = None) -> RecordResult:
         launch_id = uuid.uuid4().hex
         now = self.clock()
         expiry = now + ttl
         payload = json.dumps(dict(event), default=str) if event is not None else ""
         ms = _event_ms(event) if event is not None else 0
+        capped = repo_cap if repo_key is not None else None
 
-        async def remote() -> bool:
-            keys = [self._k_inflight + member, self._k_inflight_members, self._k_launches]
+        async def remote() -> RecordResult:
+            minute = event_minute(event, now) if event is not None else int(now // 60)
+            keys = [self._k_inflight + member, self._k_inflight_members, self._k_launches,
+                    self._k_minute + str(minute)]
             args = [member, launch_id, repr(expiry), self._gc_ms(ttl), payload, ms, self.log_length,
-                    "" if limit is None else int(limit), repr(now)]
+                    "" if limit is None else int(limit), repr(now), self._gc_ms(MINUTES_KEPT * 60)]
             if repo_key is not None:
                 keys.append(self._k_repo_inflight + repo_key)
-                args += [repr(now + repo_ttl), self._gc_ms(repo_ttl)]
-            admitted = bool(await self._record_launch(keys=keys, args=args))
-            if admitted:  # mirrored, so the fallback knows this replica's launches if Redis goes away
-                await self._fallback.record_launch(member, ttl, event, repo_key=repo_key, repo_ttl=repo_ttl)
-            return admitted
+                args += [repr(now + repo_ttl), self._gc_ms(repo_ttl), "" if capped is None else int(capped)]
+            answer = await self._record_launch(keys=keys, args=args)
+            code = int(answer[0])
+            if code == 2:
+                return RecordResult(False, REPO_CAP, int(answer[1]))
+            if code == 0:
+                return RecordResult(False, MEMBER_FULL)
+            # Mirrored, so the fallback knows this replica's launches if Redis goes away.
+            await self._fallback.record_launch(member, ttl, event, repo_key=repo_key, repo_ttl=repo_ttl)
+            return COUNTED
 
-        async def local() -> bool:
-            # Degraded: the limit holds against this replica's own in-flight launches.
-            admitted = await self._fallback.record_launch(member, ttl, event, limit=limit, repo_key=repo_key,
-                                                          repo_ttl=repo_ttl)
-            if admitted:
+        async def local() -> RecordResult:
+            # Degraded: the limits hold against this replica's own in-flight launches.
+            result = await self._fallback.record_launch(member, ttl, event, limit=limit, repo_key=repo_key,
+                                                        repo_ttl=repo_ttl, repo_cap=capped)
+            if result:
                 journal()
-            return admitted
+            return result
 
         def journal() -> None:
             launches = self._journal.launches
@@ -958,6 +1024,15 @@ class RedisStore(Store):
                 start = "(" + page[-1][0]
 
         return await self._call(remote, lambda: self._fallback.recent_launches(since))
+
+    async def launches_per_minute(self, now: float, minutes: int = 60) -> list[int]:
+        last = int(now // 60)
+        keys = [self._k_minute + str(m) for m in range(last - minutes + 1, last + 1)]
+
+        async def remote() -> list[int]:
+            return [int(n) if n is not None else 0 for n in await self._redis.mget(keys)]
+
+        return await self._call(remote, lambda: self._fallback.launches_per_minute(now, minutes))
 
     # -- rate limits and leadership -----------------------------------------------------------
     async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:

@@ -20,6 +20,18 @@ Decisions worth knowing:
   git ref name, and `:` is how a scheme would be smuggled in).
 - dataverse: the data site comes from `DATAVERSE_DOI_HOSTS` (DOI prefix -> host) or,
   for a URL spec, from the URL's host; otherwise it is unknown (None).
+
+One repository, one key: `repo_key` is the same for every way of naming a repository,
+so per-repository budgets, the repository cap, affinity and the image-cache map see
+one repository, not several. GitHub names are case-insensitive and a `.git` suffix
+changes nothing; a `git` launch of a GitHub, gist or GitLab URL is keyed as the `gh`,
+`gist` or `gl` launch of the same repository (`git/https://github.com/Org/Repo.git`
+-> `gh/org/repo`); a gist is keyed by its id alone (ids are unique on GitHub, and
+`gist.github.com/<id>` clones the same gist as `gist.github.com/<user>/<id>`);
+GitLab paths are case-insensitive. `canonical_spec` is the launch written the
+canonical provider's way (`gh/org/repo/<ref>`, `gist/<user>/<id>/<ref>`, ...): bans
+are matched against it too (`router.limits.ban_for`), so a ban written for the
+provider's own form applies to every alias.
 """
 
 from __future__ import annotations
@@ -92,6 +104,7 @@ class LaunchRequest:
     data_site: str | None  # host of the data the launch needs, if known
     path: str              # the original raw path
     query: str             # the original raw query string, without "?"
+    canonical_spec: str = ""  # "<provider>/<spec>" as the canonical provider writes it (module docstring)
 
     @property
     def target(self) -> str:
@@ -125,7 +138,7 @@ def parse_launch(path: str, query: str = "") -> LaunchRequest:
     parts = segments[2:]
     if not parts:
         raise SpecError(f"missing {_NAMES[provider]} spec after /{family}/{provider}/")
-    repo_key, ref, data_site = parser(parts)
+    repo_key, ref, data_site, canonical = parser(parts)
     return LaunchRequest(
         family=family,
         provider=provider,
@@ -135,6 +148,7 @@ def parse_launch(path: str, query: str = "") -> LaunchRequest:
         data_site=data_site,
         path=path,
         query=query,
+        canonical_spec=canonical,
     )
 
 
@@ -283,7 +297,7 @@ def _normalized_url(url: SplitResult, strip_git: bool) -> str:
 
 
 # --- providers --------------------------------------------------------------------------
-# Each parser takes the raw spec segments and returns (repo_key, ref, data_site).
+# Each parser takes the raw spec segments and returns (repo_key, ref, data_site, canonical spec).
 
 _NAMES = {
     "gh": "GitHub",
@@ -297,7 +311,25 @@ _NAMES = {
     "ckan": "CKAN",
 }
 
-ParseResult = tuple[str, str, str | None]
+ParseResult = tuple[str, str, str | None, str]
+
+
+def _keyed(repo_key: str, ref: str, data_site: str | None = None) -> ParseResult:
+    """A parse result whose canonical spec is its key and ref."""
+    return repo_key, ref, data_site, f"{repo_key}/{ref}" if ref else repo_key
+
+
+def _gh(org: str, repo: str, ref: str) -> ParseResult:
+    return _keyed(f"gh/{org.lower()}/{repo.lower()}", ref)
+
+
+def _gist(user: str | None, gist_id: str, ref: str) -> ParseResult:
+    key = f"gist/{gist_id.lower()}"
+    return key, ref, None, (f"gist/{user.lower()}/{gist_id.lower()}/{ref}" if user else f"{key}/{ref}")
+
+
+def _gl(namespace: str, ref: str) -> ParseResult:
+    return _keyed(f"gl/{namespace.lower()}", ref)
 
 
 def _github_repo(org: str, repo: str, what: str) -> tuple[str, str]:
@@ -322,7 +354,7 @@ def _parse_gh(parts: list[str]) -> ParseResult:
         )
     org, repo = _github_repo(parts[0], parts[1], "GitHub")
     ref = _decoded_ref(parts[2:], "GitHub spec")
-    return f"gh/{org.lower()}/{repo.lower()}", ref, None
+    return _gh(org, repo, ref)
 
 
 def _parse_legacy(parts: list[str], path: str, query: str) -> LaunchRequest:
@@ -338,6 +370,7 @@ def _parse_legacy(parts: list[str], path: str, query: str) -> LaunchRequest:
         data_site=None,
         path=path,
         query=query,
+        canonical_spec=f"gh/{org.lower()}/{repo.lower()}/HEAD",
     )
 
 
@@ -350,7 +383,7 @@ def _parse_gist(parts: list[str]) -> ParseResult:
     if not _GIST_ID.fullmatch(gist_id):
         raise SpecError(f"gist id {_quote(gist_id)} may only contain letters and digits")
     ref = _decoded_ref(parts[2:], "gist spec") if len(parts) == 3 else "HEAD"
-    return f"gist/{user.lower()}/{gist_id.lower()}", ref, None
+    return _gist(user, gist_id, ref)
 
 
 def _parse_gl(parts: list[str]) -> ParseResult:
@@ -366,7 +399,7 @@ def _parse_gl(parts: list[str]) -> ParseResult:
             "digits, '-', '_' and '.'"
         )
     ref = _decoded_ref(parts[1:], "GitLab spec")
-    return f"gl/{namespace}", ref, None
+    return _gl(namespace, ref)
 
 
 def _parse_git(parts: list[str]) -> ParseResult:
@@ -374,7 +407,29 @@ def _parse_git(parts: list[str]) -> ParseResult:
         raise SpecError("git spec must be <url-escaped repository URL>/<ref>; the ref is missing")
     url = _http_url(_unescape(parts[0]), "git repository URL")
     ref = _decoded_ref(parts[1:], "git spec")
-    return f"git/{_normalized_url(url, strip_git=True)}", ref, None
+    return _hosted_alias(url, ref) or _keyed(f"git/{_normalized_url(url, strip_git=True)}", ref)
+
+
+_GITHUB_HOSTS = ("github.com", "www.github.com")
+_GIST_HOSTS = ("gist.github.com",)
+_GITLAB_HOSTS = ("gitlab.com", "www.gitlab.com")
+
+
+def _hosted_alias(url: SplitResult, ref: str) -> ParseResult | None:
+    """The gh, gist or gl key of a git URL that is a GitHub, gist or GitLab.com repository."""
+    normalized = urlsplit(_normalized_url(url, strip_git=True))
+    host = normalized.netloc      # lower-cased, without a default port (another port: not the service)
+    names = normalized.path.strip("/").split("/") if normalized.path.strip("/") else []
+    if host in _GITHUB_HOSTS and len(names) == 2 and all(_GITHUB_NAME.fullmatch(n) for n in names):
+        org, repo = _github_repo(names[0], names[1], "GitHub")
+        return _gh(org, repo, ref)
+    if host in _GIST_HOSTS and len(names) in (1, 2) and _GIST_ID.fullmatch(names[-1]):
+        user = names[0] if len(names) == 2 and _GITHUB_NAME.fullmatch(names[0]) else None
+        if len(names) == 1 or user is not None:
+            return _gist(user, names[-1], ref)
+    if host in _GITLAB_HOSTS and len(names) >= 2 and all(_GITLAB_PART.fullmatch(n) and n != "-" for n in names):
+        return _gl("/".join(names), ref)
+    return None
 
 
 def _doi(parts: list[str], provider: str) -> str:
@@ -387,7 +442,7 @@ def _doi(parts: list[str], provider: str) -> str:
 def _parse_fixed_site_doi(provider: str) -> Callable[[list[str]], ParseResult]:
     def parse(parts: list[str]) -> ParseResult:
         doi = _doi(parts, provider)
-        return f"{provider}/{doi.lower()}", "", FIXED_DATA_SITES[provider]
+        return _keyed(f"{provider}/{doi.lower()}", "", FIXED_DATA_SITES[provider])
 
     return parse
 
@@ -396,17 +451,17 @@ def _parse_hydroshare(parts: list[str]) -> ParseResult:
     resource = _unescape(parts[0]) if len(parts) == 1 else ""
     if not _HYDROSHARE_ID.fullmatch(resource):
         raise SpecError("HydroShare spec must be a resource id of 32 lower-case hex characters")
-    return f"hydroshare/{resource}", "", FIXED_DATA_SITES["hydroshare"]
+    return _keyed(f"hydroshare/{resource}", "", FIXED_DATA_SITES["hydroshare"])
 
 
 def _parse_dataverse(parts: list[str]) -> ParseResult:
     decoded = "/".join(_unescape(p) for p in parts)
     if decoded.lower().startswith(("http:", "https:")):
         url = _http_url(decoded, "Dataverse URL", allow_query=True)
-        return f"dataverse/{_normalized_url(url, strip_git=False).lower()}", "", url.hostname
+        return _keyed(f"dataverse/{_normalized_url(url, strip_git=False).lower()}", "", url.hostname)
     doi = _doi(parts, "dataverse")
     prefix = doi.split("/", 1)[0]
-    return f"dataverse/{doi.lower()}", "", DATAVERSE_DOI_HOSTS.get(prefix)
+    return _keyed(f"dataverse/{doi.lower()}", "", DATAVERSE_DOI_HOSTS.get(prefix))
 
 
 def _parse_ckan(parts: list[str]) -> ParseResult:
@@ -414,7 +469,7 @@ def _parse_ckan(parts: list[str]) -> ParseResult:
     url = _http_url(decoded, "CKAN dataset URL", allow_query=True)
     if not url.path.strip("/"):
         raise SpecError("CKAN dataset URL must name a dataset")
-    return f"ckan/{_normalized_url(url, strip_git=False)}", "", url.hostname
+    return _keyed(f"ckan/{_normalized_url(url, strip_git=False)}", "", url.hostname)
 
 
 _PARSERS = {

@@ -19,6 +19,16 @@ from .members import MemberStatus, Override
 
 Clock = Callable[[], float]
 
+MINUTES_KEPT = 120  # per-minute launch counts are kept two hours
+
+
+def event_minute(event: Mapping[str, Any], now: float) -> int:
+    """The clock minute a launch event counts in: its timestamp's, else `now`'s."""
+    ts = event.get("timestamp")
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts == ts and abs(ts) < 1e12:
+        return int(ts // 60)
+    return int(now // 60)
+
 
 @dataclass(frozen=True)
 class LaunchState:
@@ -41,6 +51,26 @@ class RateCheck:
 
 
 @dataclass(frozen=True)
+class RecordResult:
+    """What `Store.record_launch` did: counted the launch, or which limit refused it.
+
+    True in a boolean context exactly when the launch was counted.
+    """
+
+    counted: bool
+    refused: str | None = None   # None, MEMBER_FULL (the member's room) or REPO_CAP (the repository's cap)
+    repo_in_flight: int = 0      # the repository's launches in flight when REPO_CAP refused
+
+    def __bool__(self) -> bool:
+        return self.counted
+
+
+MEMBER_FULL = "member"
+REPO_CAP = "repo_cap"
+COUNTED = RecordResult(True)
+
+
+@dataclass(frozen=True)
 class LimitState:
     """What `Store.limit_launch` found."""
 
@@ -53,6 +83,8 @@ class Store(abc.ABC):
     """Shared router state. Every method is a coroutine so Redis can implement it."""
 
     degraded: bool = False  # True while a shared store is unreachable and a local fallback serves
+    errors: int = 0         # calls that failed other than by an outage (a bug), answered locally
+    on_error: Callable[[], None] | None = None  # called for each of those (the router counts them)
 
     def __init__(self, clock: Clock = time.time):
         self.clock = clock
@@ -70,15 +102,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
-                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0) -> bool:
+                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0,
+                            repo_cap: int | None = None) -> RecordResult:
         """Count one launch in flight on `member` for `ttl` seconds and append `event` to the launch log.
 
-        With a `limit`, only if fewer than `limit` launches of `member` are in flight, checked
-        and counted in one atomic step: replicas (or concurrent requests of one replica) that
-        all read the same counts before any of them recorded cannot overfill the member
-        together. Returns whether the launch was counted (always True without a limit).
-        With a `repo_key`, a counted launch is also in flight for that repository for
-        `repo_ttl` seconds (`limit_launch` reads that count), in the same step.
+        With a `limit`, only if fewer than `limit` launches of `member` are in flight; with a
+        `repo_cap` (and a `repo_key`), only if fewer than `repo_cap` launches of that
+        repository are in flight. Both are checked and the launch counted in one atomic
+        step: replicas (or concurrent requests of one replica) that all read the same
+        counts before any of them recorded cannot overfill a member, or take a repository
+        past its cap, together. The answer says whether the launch was counted, and if
+        not, which limit refused it (the repository's cap is checked first: placing the
+        launch elsewhere cannot help it). With a `repo_key`, a counted launch is also in
+        flight for that repository for `repo_ttl` seconds, in the same step.
         """
 
     @abc.abstractmethod
@@ -134,6 +170,15 @@ class Store(abc.ABC):
     async def recent_launches(self, since: float) -> list[dict[str, Any]]:
         """Launch events with a timestamp >= since, oldest first."""
 
+    @abc.abstractmethod
+    async def launches_per_minute(self, now: float, minutes: int = 60) -> list[int]:
+        """Launches recorded (with an event) in each of the last `minutes` clock minutes, oldest first.
+
+        Minute m is [60 m, 60 (m + 1)) in unix time, by the event's `timestamp`; the last one
+        is the minute `now` falls in. Counted by `record_launch` as it goes, so reading them
+        costs the same however many launches there were (the status page reads them).
+        """
+
     # -- rate limits and leadership ----------------------------------------------------
     @abc.abstractmethod
     async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
@@ -163,6 +208,7 @@ class MemoryStore(Store):
         self._repo_in_flight: dict[str, list[float]] = {}           # repo key -> heap of expiry times
         self._prune_repos_at = 10_000
         self._leases: dict[str, tuple[str, float]] = {}
+        self._per_minute: dict[int, int] = {}                        # clock minute -> launches
 
     async def launch_state(self, repo_key: str | None) -> LaunchState:
         return LaunchState(
@@ -174,17 +220,24 @@ class MemoryStore(Store):
         )
 
     async def record_launch(self, member: str, ttl: float, event: Mapping[str, Any] | None = None, *,
-                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0) -> bool:
+                            limit: int | None = None, repo_key: str | None = None, repo_ttl: float = 0.0,
+                            repo_cap: int | None = None) -> RecordResult:
         now = self.clock()
+        # No await between the checks and the counts: one atomic step on the event loop.
+        if repo_key is not None and repo_cap is not None:
+            running = self._count_repo(repo_key, now)
+            if running >= repo_cap:
+                return RecordResult(False, REPO_CAP, running)
         expiries = self._in_flight.setdefault(member, collections.deque())
         if limit is not None:
             while expiries and expiries[0] <= now:
                 expiries.popleft()
             if len(expiries) >= limit:
-                return False
+                return RecordResult(False, MEMBER_FULL)
         expiries.append(now + ttl)
         if event is not None:
             self._launches.append(dict(event))
+            self._count_minute(event_minute(event, now))
         if repo_key is not None:
             self._count_repo(repo_key, now)
             # A heap, not a deque: repo_ttl can change with a config reload, so expiries
@@ -194,7 +247,7 @@ class MemoryStore(Store):
                 for key in list(self._repo_in_flight):
                     self._count_repo(key, now)
                 self._prune_repos_at = max(10_000, 2 * len(self._repo_in_flight))
-        return True
+        return COUNTED
 
     def _count_repo(self, repo_key: str, now: float) -> int:
         expiries = self._repo_in_flight.get(repo_key)
@@ -286,6 +339,18 @@ class MemoryStore(Store):
 
     async def recent_launches(self, since: float) -> list[dict[str, Any]]:
         return [e for e in self._launches if e.get("timestamp", 0) >= since]
+
+    def _count_minute(self, minute: int, launches: int = 1) -> None:
+        counts = self._per_minute
+        counts[minute] = counts.get(minute, 0) + launches
+        if len(counts) > 2 * MINUTES_KEPT:
+            newest = max(counts)
+            for old in [m for m in counts if m <= newest - MINUTES_KEPT]:
+                del counts[old]
+
+    async def launches_per_minute(self, now: float, minutes: int = 60) -> list[int]:
+        last = int(now // 60)
+        return [self._per_minute.get(m, 0) for m in range(last - minutes + 1, last + 1)]
 
     async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
         return self._hit(key, limit, window, self.clock())

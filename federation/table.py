@@ -29,8 +29,7 @@ import copy
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, MutableMapping, Mapping, Sequence
 
 import numpy as np
 
@@ -49,9 +48,13 @@ UNLIMITED = 2**62  # the spare room of a member whose capacity is unknown or unl
 SMALL = 8
 
 
-@lru_cache(maxsize=65536)
 def key_hash(text: str) -> int:
-    """BLAKE2b-64 of a member name or repository key, as an unsigned integer."""
+    """BLAKE2b-64 of a member name or repository key, as an unsigned integer.
+
+    Not cached here: repository keys are the visitors' text, and a process-wide cache of
+    them grows with every key anyone sends (one hash costs about a microsecond). Member
+    names' hashes are kept by whoever builds tables (`MemberTable.of(..., hashes=)`).
+    """
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
@@ -138,8 +141,11 @@ class MemberTable:
         return np.array([unit_score(fmix64(h ^ r), w) for h, w in zip(hashes, weights)], dtype=np.float64).reshape(n)
 
     @classmethod
-    def of(cls, views: Sequence[MemberView]) -> MemberTable:
-        """The table of some member views (one pass; the cost a `ViewBuilder` pays once per change)."""
+    def of(cls, views: Sequence[MemberView], hashes: MutableMapping[str, int] | None = None) -> MemberTable:
+        """The table of some member views (one pass; the cost a `ViewBuilder` pays once per change).
+
+        `hashes`: member name -> `key_hash(name)`, reused and filled in (a builder's own cache).
+        """
         n = len(views)
         members = tuple(v.member for v in views)
         names = tuple(m.name for m in members)
@@ -151,7 +157,13 @@ class MemberTable:
         pods = [v.status.total_pods for v in views]
         quota_pods = np.array([[q or 0 for q in quotas], pods], dtype=np.int64).reshape(2, n)
         has_quota = np.array([q is not None for q in quotas], dtype=bool).reshape(n)
-        hashes = [key_hash(name) for name in names]
+        known = hashes if hashes is not None else {}
+        member_hashes = []
+        for name in names:
+            h = known.get(name)
+            if h is None:
+                h = known[name] = key_hash(name)
+            member_hashes.append(h)
         ejected_until = [v.ejected_until for v in views]
         sites: dict[str, list[int]] = {}
         declared: dict[str, list[int]] = {}
@@ -165,7 +177,7 @@ class MemberTable:
             names=names,
             index={name: i for i, name in enumerate(names)},
             weight=np.array(weights, dtype=np.float64).reshape(n),
-            hashes=np.array(hashes, dtype=np.uint64).reshape(n),
+            hashes=np.array(member_hashes, dtype=np.uint64).reshape(n),
             ready=np.array(ready, dtype=bool).reshape(n),
             ejected_until=np.array(ejected_until, dtype=np.float64).reshape(n),
             last_ejection_end=max(ejected_until, default=0.0),
@@ -177,7 +189,7 @@ class MemberTable:
             in_flight=np.array([v.in_flight for v in views], dtype=np.int64).reshape(n),
             sites={site: np.array(ix, dtype=np.intp) for site, ix in sites.items()},
             declared={repo: tuple(ix) for repo, ix in declared.items()},
-            python_lists=(hashes, [float(w) for w in weights]),
+            python_lists=(member_hashes, [float(w) for w in weights]),
         )
 
     def with_in_flight(self, in_flight: Mapping[str, int]) -> MemberTable:

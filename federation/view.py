@@ -172,6 +172,7 @@ class ViewBuilder:
         self._inputs: tuple[tuple[Member, ...], dict, dict, dict] | None = None
         self._views: tuple[MemberView, ...] = ()
         self._table: MemberTable | None = None
+        self._hashes: dict[str, int] = {}  # member name -> its rendezvous hash, for the current members only
 
     def build(
         self,
@@ -193,6 +194,9 @@ class ViewBuilder:
         ):
             self._inputs = (tuple(members), dict(statuses), dict(overrides), dict(ejections))
             self._views = member_views(members, statuses, {}, overrides, ejections)
-            self._table = MemberTable.of(self._views)
+            current = {m.name for m in members}
+            if self._hashes.keys() - current:  # members that left: forget them (the cache stays bounded)
+                self._hashes = {name: h for name, h in self._hashes.items() if name in current}
+            self._table = MemberTable.of(self._views, self._hashes)
         assert self._table is not None
         return FederationView(now=now, cache=cache, table=self._table.with_in_flight(in_flight), base=self._views)

@@ -2,6 +2,14 @@
 
 Only the holder of the store's `prober` lease probes, so N router replicas do not
 probe every member N times; the others read the statuses it writes.
+
+Every probe ends in a status, whatever the member answered: a document the member
+API does not allow (numbers out of range, nested too deeply, not JSON) makes the
+member `unhealthy` with a reason in the prober's own words, and even a surprise of
+our own (a bug) writes an `unhealthy` status rather than leaving the last one in
+place. The router reads a status older than `health.max_status_age` as `unknown`
+(`federation.members.MemberStatus.aged`), so a prober that stopped cannot keep a
+member in rotation on what it once said.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from federation.members import Member, MemberState, MemberStatus
 from federation.membership import Membership
 from federation.store import Store
 from hub.client import HubClient, MemberError
-from hub.models import HealthReport, MemberResponseError
+from hub.models import MAX_COUNT, HealthReport, MemberResponseError
 from hub.tasks import cancel_and_wait
 
 log = logging.getLogger("binderfed.prober")
@@ -34,9 +42,10 @@ class ProbeResult:
 
     report: HealthReport | None
     versions: Mapping[str, Any]
-    error: str = ""
+    error: str = ""              # in our own words: becomes the member's public reason
     unreachable: bool = False
     latency: float | None = None
+    detail: str = ""             # what the member sent (an excerpt), for the log only
 
 
 async def probe_member(client: HubClient, member: Member, settings: HealthSettings) -> ProbeResult:
@@ -54,13 +63,19 @@ async def probe_member(client: HubClient, member: Member, settings: HealthSettin
         except MemberResponseError as exc:
             # The member answered, but with something that is not the member API. A retry
             # one second later will not change that.
-            return ProbeResult(None, {}, error=f"bad answer: {exc}", latency=time.monotonic() - started)
+            return ProbeResult(None, {}, error=f"bad answer: {exc}", latency=time.monotonic() - started,
+                               detail=exc.detail)
         except MemberError as exc:
             if attempt + 1 == attempts:
                 # The time it took to fail (a timeout, a refused connection) is a probe duration too.
-                return ProbeResult(None, {}, error=f"unreachable: {exc}", unreachable=True,
+                return ProbeResult(None, {}, error=f"unreachable: {exc}", unreachable=True, detail=exc.detail,
                                    latency=time.monotonic() - started)
             await asyncio.sleep(min(1.0, settings.period / 4))
+        except Exception as exc:  # whatever happened (a RecursionError, a bug), the probe has a result
+            log.warning("probe of %s failed unexpectedly: %s: %s", member.name, type(exc).__name__, exc,
+                        exc_info=not isinstance(exc, RecursionError), extra={"member": member.name})
+            return ProbeResult(None, {}, error="bad answer: the probe could not read it",
+                               latency=time.monotonic() - started, detail=f"{type(exc).__name__}: {exc}"[:200])
     raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
 
@@ -73,7 +88,7 @@ def assess(
     now: float,
 ) -> MemberStatus:
     """Turn one probe result into the member's status (pure)."""
-    failures = (previous.consecutive_failures if previous else 0) + 1
+    failures = min((previous.consecutive_failures if previous else 0) + 1, MAX_COUNT)
     if result.report is None:
         return MemberStatus(
             name=name, state=MemberState.UNHEALTHY, reason=result.error, checked_at=now,
@@ -91,7 +106,7 @@ def assess(
         checked_at=now, latency=result.latency, checks=checks,
     )
     if not report.ok:
-        failed = ", ".join(report.failed_checks) or f"HTTP {report.http_status}"
+        failed = ", ".join(report.public_failed_checks) or f"HTTP {report.http_status}"
         return MemberStatus(state=MemberState.UNHEALTHY, reason=f"failed checks: {failed}",
                             consecutive_failures=failures, **base)
     if version_differs:
@@ -201,17 +216,23 @@ class Prober:
         if previous is not None and result.report is not None and previous.checked_at:
             # Pods the member's own count now shows were, until now, counted as in flight.
             await self.store.settle_in_flight(member.name, status.total_pods - previous.total_pods)
-        await self.store.put_status(status)
-        self._last[member.name] = status
-        self._log_change(previous, status)
-        if self.observer is not None:
-            self.observer(member, status, previous)
+        await self._publish(member, status, previous, result.detail)
         return status
 
-    def _log_change(self, previous: MemberStatus | None, status: MemberStatus) -> None:
+    async def _publish(self, member: Member, status: MemberStatus, previous: MemberStatus | None,
+                       detail: str = "") -> None:
+        await self.store.put_status(status)
+        self._last[member.name] = status
+        self._log_change(previous, status, detail)
+        if self.observer is not None:
+            self.observer(member, status, previous)
+
+    def _log_change(self, previous: MemberStatus | None, status: MemberStatus, detail: str = "") -> None:
         if previous is None or previous.state != status.state:
             level = logging.INFO if status.state in (MemberState.HEALTHY, MemberState.FULL) else logging.WARNING
-            log.log(level, "member %s is %s: %s", status.name, status.state.value, status.reason,
+            # What the member sent goes to the log, never into the public reason.
+            log.log(level, "member %s is %s: %s%s", status.name, status.state.value, status.reason,
+                    f" (the member sent {detail})" if detail else "",
                     extra={"member": status.name, "state": status.state.value, "reason": status.reason})
 
     def _next_due(self, status: MemberStatus) -> float:
@@ -225,9 +246,21 @@ class Prober:
             self._due[member.name] = self._next_due(status)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # never let one member's surprise stop the prober
+        except Exception as exc:  # never let one member's surprise stop the prober, or freeze its status
             log.exception("probe of member %s failed unexpectedly: %s", member.name, exc)
             self._due[member.name] = time.monotonic() + self.settings.failed_period
+            previous = self._last.get(member.name)
+            status = MemberStatus(
+                name=member.name, state=MemberState.UNHEALTHY,
+                reason="probe failed: internal error (see the router's log)",
+                checked_at=time.time(),
+                consecutive_failures=min((previous.consecutive_failures if previous else 0) + 1, MAX_COUNT),
+                versions=previous.versions if previous else {},
+            )
+            try:
+                await self._publish(member, status, previous)
+            except Exception as again:  # the store itself failed: the status ages out to unknown
+                log.warning("cannot record the failed probe of member %s: %s", member.name, again)
         finally:
             self._running.pop(member.name, None)
 

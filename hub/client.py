@@ -16,13 +16,16 @@ Errors, all subclasses of `MemberError` (defined in `hub.models`):
 - `MemberStalled`: an event stream that went silent for longer than the stall timeout.
 - `MemberStreamEnded`: an event stream that ended (EOF or lost connection) before a
   `ready` or `failed` event.
+
+Error messages are the client's own words (they become a member's public `reason`);
+what the member sent (a body excerpt, a reason phrase, a redirect target) is in the
+error's `detail`, for logs only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 import socket
 from types import TracebackType
@@ -33,7 +36,7 @@ from yarl import URL
 
 from .build_tokens import token_from_page
 from .events import DEFAULT_MAX_SIZE, Comment, EventStreamError, SSEDecoder
-from .models import BuildEvent, HealthReport, MemberError, MemberResponseError
+from .models import BuildEvent, HealthReport, MemberError, MemberResponseError, parse_json, public_versions
 
 __all__ = [
     "BuildStream",
@@ -58,8 +61,8 @@ class MemberUnreachable(MemberError):
 class MemberHTTPError(MemberError):
     """The member answered with an HTTP status the call does not accept."""
 
-    def __init__(self, status: int, message: str = "", *, url: str | None = None) -> None:
-        super().__init__(message or f"member answered HTTP {status}", url=url)
+    def __init__(self, status: int, message: str = "", *, url: str | None = None, detail: str = "") -> None:
+        super().__init__(message or f"member answered HTTP {status}", url=url, detail=detail)
         self.status = status
 
 
@@ -99,11 +102,14 @@ def _unreachable(exc: BaseException, url: str, timeout: float | None = None) -> 
 
 def _http_error(response: aiohttp.ClientResponse, url: str) -> MemberHTTPError:
     status = response.status
-    message = f"{url}: member answered HTTP {status} {response.reason or ''}".rstrip()
+    message = f"{url}: member answered HTTP {status}"
+    detail = f"reason phrase {response.reason!r}" if response.reason else ""
     location = response.headers.get("Location")
     if 300 <= status < 400:
-        message += f" (redirect to {location!r} not followed)" if location else " (redirect not followed)"
-    return MemberHTTPError(status, message, url=url)
+        message += " (redirect not followed)"
+        if location:
+            detail += f"{', ' if detail else ''}Location {location[:200]!r}"
+    return MemberHTTPError(status, message, url=url, detail=detail)
 
 
 class HubClient:
@@ -144,29 +150,31 @@ class HubClient:
         if status not in (200, 503):
             raise MemberHTTPError(status, f"{url}: member answered HTTP {status} to a health check", url=url)
         try:
-            document = json.loads(body)
-        except ValueError:
+            document = parse_json(body, "health answer")
+        except MemberResponseError as exc:
             if status == 503:
-                raise MemberHTTPError(503, f"{url}: HTTP 503 without a JSON health document", url=url) from None
-            raise MemberResponseError(f"{url}: health answer is not JSON: {body[:80]!r}", url=url) from None
+                raise MemberHTTPError(503, f"{url}: HTTP 503 without a JSON health document", url=url,
+                                      detail=exc.detail) from None
+            raise MemberResponseError(f"{url}: {exc}", url=url, detail=exc.detail) from None
         try:
             return HealthReport.from_json(document, status)
         except MemberResponseError as exc:
-            raise MemberResponseError(f"{url}: {exc}", url=url) from exc
+            raise MemberResponseError(f"{url}: {exc}", url=url, detail=exc.detail) from exc
 
     async def versions(self, base_url: str, timeout: float) -> dict[str, Any]:
-        """GET `<base>/versions`: the member's JSON object (e.g. `{"binderhub": "1.0.0", ...}`)."""
+        """GET `<base>/versions`: what is kept of the member's JSON object
+        (`hub.models.public_versions`: `binderhub` and `builder_info`, bounded)."""
         url = _join(base_url, "versions")
         status, body = await self._get_body(url, timeout)
         if status != 200:
             raise MemberHTTPError(status, f"{url}: member answered HTTP {status} to /versions", url=url)
         try:
-            document = json.loads(body)
-        except ValueError:
-            raise MemberResponseError(f"{url}: versions answer is not JSON: {body[:80]!r}", url=url) from None
+            document = parse_json(body, "versions answer")
+        except MemberResponseError as exc:
+            raise MemberResponseError(f"{url}: {exc}", url=url, detail=exc.detail) from None
         if not isinstance(document, dict):
             raise MemberResponseError(f"{url}: versions answer is not a JSON object", url=url)
-        return document
+        return public_versions(document)
 
     async def build_token(self, base_url: str, provider_spec: str, headers: Mapping[str, str] | None = None,
                           *, timeout: float) -> str | None:
@@ -213,7 +221,7 @@ class HubClient:
         except MemberError:
             raise
         except aiohttp.ClientResponseError as exc:  # the member's HTTP itself is malformed
-            raise MemberResponseError(f"{url}: invalid HTTP answer: {exc.message}", url=url) from exc
+            raise MemberResponseError(f"{url}: invalid HTTP answer", url=url, detail=str(exc.message)[:200]) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _unreachable(exc, url, timeout) from exc
 
@@ -340,7 +348,7 @@ async def _open_stream(
                 timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeout, sock_read=None),
             )
     except aiohttp.ClientResponseError as exc:
-        raise MemberResponseError(f"{url}: invalid HTTP answer: {exc.message}", url=url) from exc
+        raise MemberResponseError(f"{url}: invalid HTTP answer", url=url, detail=str(exc.message)[:200]) from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise _unreachable(exc, url, timeout) from exc
     if response.status != 200:
@@ -350,7 +358,7 @@ async def _open_stream(
     if content_type.split(";")[0].strip().lower() != "text/event-stream":
         response.close()
         raise MemberResponseError(
-            f"{url}: expected a text/event-stream answer, got {content_type or 'no content type'!r}", url=url
+            f"{url}: expected a text/event-stream answer", url=url, detail=f"Content-Type {content_type[:100]!r}"
         )
     return response
 
@@ -391,7 +399,7 @@ async def _stream_events(
                 try:
                     event = BuildEvent.from_data(item.data)
                 except MemberResponseError as exc:
-                    raise MemberResponseError(f"{url}: {exc}", url=url) from exc
+                    raise MemberResponseError(f"{url}: {exc}", url=url, detail=exc.detail) from exc
                 yield event
                 if event.terminal:
                     return

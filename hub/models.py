@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import parse_qs, quote
 
+# The largest pod count or quota a member may report. Real members run hundreds to a few
+# thousand pods; anything beyond this is a broken or hostile member, and refusing it here
+# keeps every sum placement computes (federation.table, int64) far from overflowing.
+MAX_COUNT = 1_000_000
+# The checks BinderHub's /health reports (binderhub/health.py); other names are a
+# member's own text and are not repeated in public reasons.
+KNOWN_CHECKS = ("JupyterHub API", "Docker registry", "Pod quota")
+MAX_CHECKS = 32            # health checks read from one document
+MAX_NAME = 60              # characters of a check name kept (for logs)
+
 # Phases a BinderHub build stream goes through, in order. Anything else is progress.
 PHASES = ("waiting", "fetching", "building", "pushing", "built", "launching", "ready", "failed")
 TERMINAL_PHASES = frozenset({"ready", "failed"})
@@ -40,13 +50,17 @@ def launch_urlpath(query: str) -> str:
 class MemberError(Exception):
     """Base of every failure to get a usable answer from one member.
 
-    `url` (when known) is the member URL the failure is about, for logs and metrics.
+    The message (`str(exc)`) says what went wrong in words of our own and may be
+    shown publicly (a member's `reason`); it never quotes what the member sent.
+    `detail` carries that (an excerpt of a body, a reason phrase, a Location), for
+    logs only. `url` (when known) is the member URL the failure is about.
     `hub.client` adds the transport-level subclasses (unreachable, HTTP error, stalled).
     """
 
-    def __init__(self, message: str = "", *, url: str | None = None) -> None:
+    def __init__(self, message: str = "", *, url: str | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.url = url
+        self.detail = detail
 
 
 class MemberResponseError(MemberError):
@@ -65,13 +79,26 @@ class HealthReport:
 
     ok: bool
     http_status: int
-    failed_checks: tuple[str, ...] = ()
+    failed_checks: tuple[str, ...] = ()   # as the member named them (printable, bounded): for logs
     has_quota_check: bool = False
     quota: int | None = None
     total_pods: int = 0
     build_pods: int = 0
     user_pods: int = 0
     checks: tuple[tuple[str, bool], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Whoever builds a report (the parser below, an agent's capacity), its numbers are
+        # bounded: a sum over every member of a federation stays far inside int64.
+        for name in ("total_pods", "build_pods", "user_pods"):
+            check_count(getattr(self, name), name)
+        if self.quota is not None:
+            check_count(self.quota, "quota")
+
+    @property
+    def public_failed_checks(self) -> tuple[str, ...]:
+        """The failed checks as a public reason may name them (BinderHub's own names only)."""
+        return tuple(dict.fromkeys(c if c in KNOWN_CHECKS else "another check" for c in self.failed_checks))
 
     @classmethod
     def from_json(cls, body: Any, http_status: int = 200) -> "HealthReport":
@@ -80,13 +107,16 @@ class HealthReport:
         checks = body.get("checks", [])
         if not isinstance(checks, list):
             raise MemberResponseError("health document 'checks' is not a list")
+        if len(checks) > MAX_CHECKS:
+            raise MemberResponseError(f"health document has more than {MAX_CHECKS} checks")
         failed: list[str] = []
         seen: list[tuple[str, bool]] = []
         quota_check: Mapping[str, Any] | None = None
         for check in checks:
             if not isinstance(check, Mapping):
                 raise MemberResponseError("health check entry is not a JSON object")
-            service = str(check.get("service", "unnamed check"))
+            service = check.get("service", "unnamed check")
+            service = "".join(ch for ch in service if ch.isprintable())[:MAX_NAME] if isinstance(service, str) else "?"
             seen.append((service, check.get("ok") is True))
             if service == "Pod quota":
                 quota_check = check
@@ -116,9 +146,49 @@ class HealthReport:
 def _optional_count(value: Any, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MemberResponseError(f"health 'Pod quota' field {name!r} is not a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise MemberResponseError(
+            f"health 'Pod quota' field {name!r} is not an integer from 0 to {MAX_COUNT}")
     return value
+
+
+def check_count(value: Any, name: str) -> int:
+    """`value` if it is an int from 0 to MAX_COUNT; else ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"{name} must be an integer from 0 to {MAX_COUNT}, not {value!r}"[:200])
+    return value
+
+
+def parse_json(body: bytes | str, what: str) -> Any:
+    """A member's JSON document; MemberResponseError (quoting nothing of it) if it is none.
+
+    A document nested deeper than Python's recursion limit raises RecursionError in
+    `json.loads`, which is not a ValueError: it is refused here like any other
+    unreadable answer, so it can never escape as a surprise.
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise MemberResponseError(f"{what} is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        excerpt = body[:80] if isinstance(body, str) else body[:80].decode("utf-8", "replace")
+        raise MemberResponseError(f"{what} is not JSON", detail=repr(excerpt)) from None
+
+
+def public_versions(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a member's /versions that is kept and shown: BinderHub's version and
+    the builder's scalar fields, as bounded strings (a member's document could be
+    megabytes of anything)."""
+    versions: dict[str, Any] = {}
+    binderhub = document.get("binderhub")
+    if isinstance(binderhub, (str, int, float)) and not isinstance(binderhub, bool):
+        versions["binderhub"] = str(binderhub)[:100]
+    builder = document.get("builder_info")
+    if isinstance(builder, Mapping):
+        info = {str(k)[:60]: str(v)[:200] for k, v in list(builder.items())[:10]
+                if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+        versions["builder_info"] = info
+    return versions
 
 
 @dataclass(frozen=True)
@@ -148,12 +218,9 @@ class BuildEvent:
 
     @classmethod
     def from_data(cls, raw: str) -> "BuildEvent":
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise MemberResponseError(f"build event is not JSON: {raw[:80]!r}") from exc
+        data = parse_json(raw, "build event")
         if not isinstance(data, dict):
-            raise MemberResponseError(f"build event is not a JSON object: {raw[:80]!r}")
+            raise MemberResponseError("build event is not a JSON object", detail=repr(raw[:80]))
         return cls(raw=raw, data=data)
 
     @classmethod

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .models import MAX_COUNT
+
 # Where agents put their sealed reports in Redis: one key per member, so a Redis ACL
 # can confine each agent to its own key (see docs/agent.md).
 REPORT_KEY_PREFIX = "binderfed:agent-report:"
@@ -136,7 +138,8 @@ class MemberReport:
                 agent_version=str(data.get("agent_version", "")),
                 capacity=Capacity(
                     nodes=_count(capacity, "nodes", "capacity."), pods=_count(capacity, "pods", "capacity."),
-                    cpu=_number(capacity, "cpu", "capacity."), memory=_count(capacity, "memory", "capacity."),
+                    cpu=_number(capacity, "cpu", "capacity."),
+                    memory=_count(capacity, "memory", "capacity.", maximum=2**53),
                 ),
                 usage=Usage(user_pods=_count(usage, "user_pods", "usage."),
                             build_pods=_count(usage, "build_pods", "usage.")),
@@ -151,7 +154,7 @@ class MemberReport:
                     for r in (_as_mapping(item, "running entry") for item in running)
                 ),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ReportError("malformed", f"report document: {exc}") from None
 
 
@@ -179,10 +182,11 @@ def _number(data: Mapping[str, Any], key: str, where: str = "") -> float:
     return float(value)
 
 
-def _count(data: Mapping[str, Any], key: str, where: str = "") -> int:
+def _count(data: Mapping[str, Any], key: str, where: str = "", maximum: int = MAX_COUNT) -> int:
+    """A count an agent reports, bounded like the counts of a member's /health (hub.models.MAX_COUNT)."""
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TypeError(f"'{where}{key}' is not a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise TypeError(f"'{where}{key}' is not an integer from 0 to {maximum}")
     return value
 
 
@@ -203,7 +207,7 @@ def envelope_member(raw: str | bytes) -> tuple[str, str, str]:
         raise ReportError("malformed", f"envelope is larger than {MAX_REPORT_BYTES} bytes")
     try:
         envelope = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ReportError("malformed", "envelope is not JSON") from None
     if not isinstance(envelope, dict):
         raise ReportError("malformed", "envelope is not a JSON object")
@@ -224,7 +228,7 @@ def unseal(raw: str | bytes, token: str) -> MemberReport:
         raise ReportError("bad_signature", f"signature of the report of {member!r} does not match its token")
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ReportError("malformed", "signed report is not JSON") from None
     report = MemberReport.from_json(data)
     if report.member != member:

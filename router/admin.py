@@ -16,20 +16,28 @@ or `?by=`, else "token holder"), from which client address, what and when.
 | `PUT /api/v1/admin/members/{name}/weight` (JSON `{"weight": 2}`; `null` resets) | share of launches relative to the others |
 | `DELETE /api/v1/admin/members/{name}/override` | forget the override: the member's own declaration applies |
 | `GET /api/v1/admin/overrides` | every override in the store |
+
+Whatever a request carries, the answer is a 4xx with a JSON message, never a 500: a
+token that is not printable ASCII (RFC 6750 bearer tokens are) is 401 before any
+comparison; a body must be a JSON object of at most `MAX_BODY` bytes, arrive within
+`BODY_TIMEOUT` seconds and nest no deeper than Python can parse; a weight goes through
+the federation's admission gate (`federation.admission.check_weight`: a finite number
+from 0 to 1000, huge integers included).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
+from federation.admission import AdmissionError, check_weight
 from federation.config import AdminSettings
 from federation.members import Override
 from federation.secrets import Secret, SecretError, read_secret
@@ -44,6 +52,8 @@ PREFIX = "/api/v1/admin"
 MAX_LABEL = 64
 MAX_NOTE = 500
 MIN_TOKEN = 16
+MAX_BODY = 64 * 1024     # bytes of a request body read
+BODY_TIMEOUT = 10.0      # seconds a body may take to arrive
 
 
 class AdminAuth:
@@ -88,7 +98,8 @@ class AdminAuth:
         return f"the admin API is disabled: no admin token is configured{detail}; put one in {where}"
 
     def check(self, presented: str) -> bool:
-        return hmac.compare_digest(presented.encode(), self.token.value.encode())
+        # Both sides are printable ASCII here (authorize() refuses anything else first).
+        return hmac.compare_digest(presented.encode("ascii"), self.token.value.encode("utf-8"))
 
 
 ADMIN = web.AppKey("binderfed_admin", AdminAuth)
@@ -115,11 +126,15 @@ def setup(app: web.Application, settings: AdminSettings) -> None:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.HTTPException:
+    body = {"text": json.dumps({"error": message}), "content_type": "application/json", "headers": headers}
+    if status == 413:
+        return web.HTTPRequestEntityTooLarge(MAX_BODY, **body)
     cls = web.HTTPException
-    for candidate in (web.HTTPBadRequest, web.HTTPUnauthorized, web.HTTPForbidden, web.HTTPNotFound):
+    for candidate in (web.HTTPBadRequest, web.HTTPUnauthorized, web.HTTPForbidden, web.HTTPNotFound,
+                      web.HTTPRequestTimeout):
         if candidate.status_code == status:
             cls = candidate
-    return cls(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
+    return cls(**body)
 
 
 def _label(text: str) -> str:
@@ -139,7 +154,13 @@ def authorize(request: web.Request) -> Actor:
     if scheme.lower() != "bearer" or not presented.strip():
         raise _error(401, "admin token required: send 'Authorization: Bearer <token>'",
                      {"WWW-Authenticate": 'Bearer realm="binder-federation admin"'})
-    if not auth.check(presented.strip()):
+    presented = presented.strip()
+    if not (presented.isascii() and presented.isprintable()):
+        log.warning("admin request with a malformed token from %s: %s %s", client, request.method, request.path,
+                    extra={"client": client})
+        raise _error(401, "malformed admin token: a bearer token is printable ASCII",
+                     {"WWW-Authenticate": 'Bearer realm="binder-federation admin", error="invalid_request"'})
+    if not auth.check(presented):
         log.warning("admin request with a wrong token from %s: %s %s", client, request.method, request.path,
                     extra={"client": client})
         raise _error(403, "wrong admin token",
@@ -150,7 +171,7 @@ def authorize(request: web.Request) -> Actor:
 
 def _client(request: web.Request) -> str:
     """The operator's address: behind a trusted proxy (router.trusted_proxies), the one it forwarded."""
-    return client_address(request, request.app[CONTEXT].config.router.trusted_proxies)
+    return client_address(request, request.app[CONTEXT].config.router.trusted_networks)
 
 
 async def _body(request: web.Request, required: bool) -> dict[str, Any]:
@@ -158,10 +179,21 @@ async def _body(request: web.Request, required: bool) -> dict[str, Any]:
         if required:
             raise _error(400, "a JSON object body is required")
         return {}
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise _error(413, f"body is larger than {MAX_BODY} bytes")
     try:
-        data = await request.json(loads=json.loads)
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.content.read(MAX_BODY + 1)
+    except TimeoutError:
+        raise _error(408, f"body did not arrive within {BODY_TIMEOUT:g} s") from None
+    if len(raw) > MAX_BODY:
+        raise _error(413, f"body is larger than {MAX_BODY} bytes")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise _error(400, "body is not valid JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _error(400, f"body is not valid JSON: {exc}") from None
+        raise _error(400, f"body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise _error(400, f"body must be a JSON object, not {type(data).__name__}")
     return data
@@ -244,14 +276,15 @@ async def set_weight(request: web.Request) -> web.Response:
     if "weight" not in data:
         raise _error(400, 'missing "weight": send {"weight": <number >= 0>} (null resets to the declared weight)')
     weight = data["weight"]
-    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float))
-                               or not math.isfinite(weight) or weight < 0):
-        raise _error(400, f"weight must be a number >= 0 or null, not {weight!r}")
+    if weight is not None:
+        try:
+            weight = check_weight(weight)  # the admission gate every member's weight goes through
+        except AdmissionError as exc:
+            raise _error(400, f"{exc.why} (or null to reset it)") from None
     note = _note(data)
     _known(ctx, name)
     current = await _current(ctx, name)
-    override = replace(current, weight=None if weight is None else float(weight), by=actor.who, at=time.time(),
-                       note=note or current.note)
+    override = replace(current, weight=weight, by=actor.who, at=time.time(), note=note or current.note)
     what = f"weight {weight:g}" if weight is not None else "weight reset to the declared one"
     return await _apply(request, name, "weight", override, actor, what)
 

@@ -73,7 +73,9 @@ async def explain(request: web.Request) -> web.Response:
     except SpecError as exc:
         return web.json_response({"error": exc.message, "path": target}, status=400)
     view = await ctx.view_for(launch)
-    decision = place(view, launch, ctx.config.policy, ctx.rng, sticky=request.query.get("cookie"))
+    # `cookie`: a sticky cookie's value, honoured as a launch would honour it (only if the router signed it).
+    decision = place(view, launch, ctx.config.policy, ctx.rng, sticky=ctx.sticky.member(request.query.get("cookie"),
+                                                                                         launch.repo_key))
     body = decision.to_json()
     body["request"] = {"provider": launch.provider, "spec": launch.spec, "repo_key": launch.repo_key,
                        "ref": launch.ref, "data_site": launch.data_site}

@@ -18,6 +18,7 @@ from health.outlier import OutlierDetector
 from health.prober import Prober
 from health.report_ingest import RedisReportInbox, ReportIngest
 from hub.client import HubClient
+from hub.resolver import GuardedResolver
 
 from . import admin, api, badges, landing, launch, launch_page, relay, sources, status
 from .context import CONTEXT, RouterContext
@@ -55,6 +56,8 @@ def create_app(
     )
     app = web.Application(handler_args={
         "max_line_size": MAX_LINE, "max_field_size": MAX_LINE,
+        # A connection waiting for its next request is closed after this (router.connections).
+        "keepalive_timeout": config.router.idle_timeout,
         # A malformed request is one log line, not a traceback (router.malformed).
         "logger": MalformedRequestLog(lambda: ctx.metrics.refused.labels("bad_request").inc()),
     })
@@ -97,13 +100,15 @@ def _report_ingest(ctx: RouterContext) -> ReportIngest | None:
 def _lifecycle(probe: bool):
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ctx = app[CONTEXT]
+        ctx.store.on_error = ctx.metrics.store_errors.inc  # a store bug is counted, not mistaken for an outage
         await ctx.store.start()
         # One client session per process, with a timeout on every call made through it.
         ctx.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=60),
             # No pool limit: a relayed /build/ stream (forward: stream) holds its member
             # connection for a whole build, so a limit would queue launches behind builds.
-            connector=aiohttp.TCPConnector(limit=0),
+            # Names resolve to private addresses only for hosts the operator named (hub.resolver).
+            connector=aiohttp.TCPConnector(limit=0, resolver=GuardedResolver(ctx.may_resolve_private)),
             auto_decompress=True,
             # Never keep a member's cookies: they would go out with other visitors' requests.
             cookie_jar=aiohttp.DummyCookieJar(),

@@ -11,8 +11,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from federation.admission import host_rules, may_resolve_private
 from federation.config import FederationConfig
 from federation.launchlog import LaunchLog
+from federation.members import fresh_statuses
 from federation.membership import Membership
 from federation.spec import LaunchRequest
 from federation.store import Store
@@ -23,6 +25,7 @@ from health.report_ingest import ReportIngest
 from hub.client import HubClient
 
 from .metrics import Metrics
+from .sticky import StickySigner
 
 
 @dataclass
@@ -47,19 +50,27 @@ class RouterContext:
     # signal asks to skip the remaining waits. GET /ready answers 503 from the start.
     draining_since: float | None = None
     hurry: asyncio.Event = field(default_factory=asyncio.Event)
+    sticky: StickySigner = field(default_factory=StickySigner.random)  # loaded by router.sources
+
+    def may_resolve_private(self, host: str) -> bool:
+        """Whether calls to members may reach `host` at a non-public address (hub.resolver):
+        the config file names it, or an exact `consul.allowed_hosts` entry does."""
+        config = self.config
+        return may_resolve_private(host, config.members, host_rules(config.consul.allowed_hosts))
 
     async def view_for(self, request: LaunchRequest | None) -> FederationView:
         """One store read, merged with the member set: the snapshot placement sees."""
         repo_key = request.repo_key if request is not None else None
         state = await self.store.launch_state(repo_key)
+        now = time.time()
         return self.views.build(
             self.membership.members(),
-            state.statuses,
+            fresh_statuses(state.statuses, now, self.config.health.status_max_age),
             state.in_flight,
             state.overrides,
             state.ejections,
             {repo_key: state.holders} if repo_key else {},
-            time.time(),
+            now,
         )
 
 

@@ -44,7 +44,7 @@ from yarl import URL
 
 from federation.members import Member
 
-from .clients import forwarded_headers, is_trusted_proxy
+from .clients import forwarded_for, forwarded_headers, is_trusted_proxy
 from .context import CONTEXT, RouterContext
 from .pages import html_page
 
@@ -102,8 +102,8 @@ def _request_headers(request: web.Request, ctx: RouterContext) -> CIMultiDict[st
     for name in REQUEST_HEADERS:
         for value in request.headers.getall(name, ()):
             headers.add(name, value)
-    trusted = ctx.config.router.trusted_proxies
-    headers.update(forwarded_headers(request.remote, request.headers.get("X-Forwarded-For"), trusted))
+    trusted = ctx.config.router.trusted_networks
+    headers.update(forwarded_headers(request.remote, forwarded_for(request), trusted))
     # The public host and scheme: a trusted proxy's word for them, else what the router saw.
     peer_trusted = is_trusted_proxy(request.remote, trusted)
     host = request.headers.get("X-Forwarded-Host") if peer_trusted else None

@@ -10,9 +10,11 @@ from aiohttp import web
 
 from federation.policy import Decision, place
 from federation.spec import LaunchRequest, SpecError, parse_launch
+from federation.store import REPO_CAP, RecordResult
 from federation.view import FederationView
 
 from . import launch_page, limits, relay
+from .clients import is_https
 from .context import CONTEXT, RouterContext
 from .pages import CORS_HEADERS, refuse
 
@@ -27,6 +29,25 @@ REASON_HEADER = "X-Binder-Federation-Reason"
 # snapshot when the room went to a concurrent launch. A refusal means the member was full
 # at that moment, so the next snapshot passes it over: a few attempts are enough.
 ADMIT_ATTEMPTS = 4
+
+
+def sticky_member(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> str | None:
+    """The member the visitor's sticky cookie names for this repository, if the router signed it."""
+    return ctx.sticky.member(request.cookies.get(ctx.config.router.sticky_cookie), launch.repo_key)
+
+
+def set_sticky_cookie(ctx: RouterContext, request: web.Request, response: web.StreamResponse, member: str,
+                      launch: LaunchRequest) -> None:
+    """Remember where this launch went, for the visitor's next launch of the repository (router.sticky).
+
+    The path is fixed (`/`): a launch path is the visitor's text, and `;` in it would add
+    cookie attributes of their choosing. `Secure` whenever the visitor came over https.
+    """
+    router = ctx.config.router
+    max_age = int(router.cookie_max_age_hours * 3600)
+    if max_age > 0:
+        response.set_cookie(router.sticky_cookie, ctx.sticky.sign(member, launch.repo_key), max_age=max_age, path="/",
+                            httponly=True, samesite="Lax", secure=is_https(request, router.trusted_networks))
 
 
 def family_of(path: str) -> str:
@@ -61,16 +82,23 @@ def in_flight_limit(view: FederationView, name: str, headroom: int) -> int | Non
     return member.in_flight + free
 
 
-async def admit(ctx: RouterContext, launch: LaunchRequest, sticky: str | None) -> Decision:
-    """Place a launch and count it in flight on its member, never beyond the member's room."""
+async def admit(ctx: RouterContext, request: web.Request, launch: LaunchRequest,
+                sticky: str | None) -> Decision | web.Response:
+    """Place a launch and count it in flight on its member, never beyond the member's room
+    nor its repository's cap (`limits.repo_cap_for`); the 429 to send when the cap refused it."""
     headroom = ctx.config.policy.pod_headroom
+    cap = limits.repo_cap_for(ctx, launch)
     for attempt in range(ADMIT_ATTEMPTS):
         decision, view = await decide(ctx, launch, sticky)
         if decision.member is None:
             return decision
-        if await record(ctx, launch, decision, limit=in_flight_limit(view, decision.member.name, headroom),
-                        count_repo=True):
+        result = await record(ctx, launch, decision, limit=in_flight_limit(view, decision.member.name, headroom),
+                              repo_cap=cap)
+        if result:
             return decision
+        if result.refused == REPO_CAP:
+            assert cap is not None
+            return limits.repo_cap_refused(ctx, request, launch, result.repo_in_flight, cap)
         log.debug("member %s filled up while launch %s was placed (attempt %d); placing it again",
                   decision.member.name, launch.provider_spec, attempt + 1)
     log.warning("launch %s: every member it was placed on filled up first (%d attempts)",
@@ -93,25 +121,26 @@ def launch_event(launch: LaunchRequest, decision: Decision) -> dict:
 
 
 async def record(ctx: RouterContext, launch: LaunchRequest, decision: Decision, *, limit: int | None = None,
-                 count_repo: bool = False) -> bool:
+                 repo_cap: limits.RepoCap | None = None) -> RecordResult:
     """Count the launch in flight on its member, log it and export it.
 
     With a `limit` (see `Store.record_launch`), only while the member has fewer launches
-    in flight; returns whether the launch was counted. `count_repo`: a new launch, also
-    counted towards its repository's cap (`limits.repo_cap`); a failover attempt of a
-    launch already counted is not.
+    in flight. With a `repo_cap`, the launch is new: it is also counted towards its
+    repository, and only while the repository has room under its cap; a failover attempt
+    of a launch already counted passes none. The answer says whether it was counted.
     """
     assert decision.member is not None
     event = launch_event(launch, decision)
-    caps = ctx.config.limits
-    repo_key = launch.repo_key if count_repo and limits.repo_cap(caps, launch) > 0 else None
-    if not await ctx.store.record_launch(decision.member.name, ctx.config.policy.in_flight_ttl, event, limit=limit,
-                                         repo_key=repo_key, repo_ttl=caps.repo_launch_ttl):
-        return False
+    result = await ctx.store.record_launch(
+        decision.member.name, ctx.config.policy.in_flight_ttl, event, limit=limit,
+        repo_key=launch.repo_key if repo_cap is not None else None, repo_ttl=ctx.config.limits.repo_launch_ttl,
+        repo_cap=repo_cap.room if repo_cap is not None else None)
+    if not result:
+        return result
     ctx.launch_log.write(event)
     ctx.metrics.launches.labels(decision.member.name, decision.reason, launch.family).inc()
     ctx.metrics.observe_redirect(decision.member.name, decision.reason)
-    return True
+    return result
 
 
 def no_member(ctx: RouterContext, launch: LaunchRequest, decision: Decision) -> web.Response:
@@ -145,8 +174,9 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
         if launch.family == "build":
             return await relay.relay_build(request, ctx, launch)
         return launch_page.serve(request, launch, ctx.config)
-    cookie = ctx.config.router.sticky_cookie
-    decision = await admit(ctx, launch, request.cookies.get(cookie))
+    decision = await admit(ctx, request, launch, sticky_member(ctx, request, launch))
+    if isinstance(decision, web.StreamResponse):
+        return decision
     if decision.member is None:
         return no_member(ctx, launch, decision)
     member = decision.member
@@ -158,9 +188,7 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
         headers={**CORS_HEADERS, "Location": member.url + launch.target,
                  MEMBER_HEADER: member.name, REASON_HEADER: decision.reason},
     )
-    max_age = int(ctx.config.router.cookie_max_age_hours * 3600)
-    if max_age > 0:
-        response.set_cookie(cookie, member.name, max_age=max_age, path=launch.path, httponly=True, samesite="Lax")
+    set_sticky_cookie(ctx, request, response, member.name, launch)
     log.info("launch %s -> %s (%s)", launch.provider_spec, member.name, decision.reason,
              extra={"member": member.name, "reason": decision.reason, "repo_key": launch.repo_key})
     return response

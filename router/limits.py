@@ -16,8 +16,11 @@ it returns None to let the launch through, or the refusal to answer with:
   like BinderHub's `per_repo_quota` and `spec_config`; `repo_cap()` is the one place
   that says which cap a launch has): the repository already has that many launches
   in progress across the federation: launches routed within the last
-  `repo_launch_ttl` seconds (counted in the store when `launch.admit` records them),
-  plus, with agent reports, its running user servers on every member.
+  `repo_launch_ttl` seconds, plus, with agent reports, its running user servers on
+  every member. This one is checked where the launch is counted
+  (`launch.admit` -> `Store.record_launch(repo_cap=...)`), in the same atomic step, so
+  a burst of concurrent launches on any number of replicas cannot get past it
+  together; `repo_cap_refused` builds the answer.
 
 The defaults refuse nothing but bans: per-client and per-repository windows are off
 (members see each visitor's address and rate-limit it themselves; a classroom behind
@@ -25,9 +28,10 @@ one NAT or a viral repository must not be turned away here) and there is no
 repository cap (each member's own per-repo quota applies).
 
 Over a limit: 429 with `Retry-After` (in-band `status_code` 429 on `/build/`). The
-counters live in the store (`Store.limit_launch`: one round trip for all of them), so
-replicas sharing a Redis store share them too. Limits are read from `ctx.config` per
-request, so a config reload (a new ban, say) applies to the next launch.
+counters live in the store (`Store.limit_launch`: one round trip for the rate
+limits), so replicas sharing a Redis store share them too. Limits are read from
+`ctx.config` per request, so a config reload (a new ban, say) applies to the next
+launch.
 
 Only GET requests that place a launch are counted: every `/build/`, and `/v2/` and
 `/repo/` in redirect mode. HEAD requests (link checkers) are answered by
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -74,18 +79,43 @@ def repo_cap(limits: LimitSettings, launch: LaunchRequest) -> int:
     `limits.repo_concurrency`, unless rules of `limits.repo_concurrency_overrides` match
     the launch's `<provider>/<spec>`: as BinderHub applies `spec_config` (every rule in
     order, `re.match` ignoring case, the last match wins), tried on the spec as in the
-    path and percent-decoded.
+    path, percent-decoded and as its canonical provider writes it (as `ban_for` does), so
+    an override applies to every alias of the repository.
     """
     if not limits.enabled:
         return 0
     cap = limits.repo_concurrency
     if limits.repo_concurrency_overrides:
         raw = launch.provider_spec
-        decoded = unquote(raw)
+        spellings = (raw, unquote(raw), *((launch.canonical_spec,) if launch.canonical_spec else ()))
         for rule in limits.repo_concurrency_overrides:
-            if rule.pattern.match(raw) or rule.pattern.match(decoded):
+            if any(rule.pattern.match(spelling) for spelling in spellings):
                 cap = rule.concurrency
     return cap
+
+
+@dataclass(frozen=True)
+class RepoCap:
+    """The cap that applies to one launch, and the repository's servers already running."""
+
+    cap: int
+    running: int = 0   # user servers of the repository on every member (agent reports)
+
+    @property
+    def room(self) -> int:
+        """How many launches of the repository may be in flight on top of the running servers."""
+        return max(self.cap - self.running, 0)
+
+
+def repo_cap_for(ctx: RouterContext, launch: LaunchRequest) -> RepoCap | None:
+    """The repository cap a new launch is counted against, or None when none applies."""
+    limits = ctx.config.limits
+    if not limits.enabled or not places_launch(ctx, launch):
+        return None
+    cap = repo_cap(limits, launch)
+    if cap <= 0:
+        return None
+    return RepoCap(cap, ctx.reports.running(launch.repo_key) if ctx.reports is not None else 0)
 
 
 def places_launch(ctx: RouterContext, launch: LaunchRequest) -> bool:
@@ -94,10 +124,13 @@ def places_launch(ctx: RouterContext, launch: LaunchRequest) -> bool:
 
 
 def ban_for(limits: LimitSettings, launch: LaunchRequest) -> BanRule | None:
-    """The ban rule a launch matches, tried on `<provider>/<spec>` as in the path and
-    percent-decoded (so `%2F` or `%65` spellings cannot slip past a pattern)."""
+    """The ban rule a launch matches, tried on `<provider>/<spec>` as in the path,
+    percent-decoded (so `%2F` or `%65` spellings cannot slip past a pattern), and as the
+    repository's canonical provider writes it (`federation.spec`: a `git` URL of a GitHub
+    repository is `gh/<org>/<repo>/<ref>`), so a ban applies to every alias."""
     raw = launch.provider_spec
-    return limits.ban_for(raw) or limits.ban_for(unquote(raw))
+    return (limits.ban_for(raw) or limits.ban_for(unquote(raw))
+            or (limits.ban_for(launch.canonical_spec) if launch.canonical_spec else None))
 
 
 async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> web.Response | None:
@@ -108,7 +141,7 @@ async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchR
         return _banned(ctx, launch, rule)
     if not limits.enabled or not places_launch(ctx, launch):
         return None
-    client = client_address(request, ctx.config.router.trusted_proxies)
+    client = client_address(request, ctx.config.router.trusted_networks)
     checks: list[tuple[str, RateCheck]] = []
     if limits.per_client.active:
         checks.append(("rate_limit_client", RateCheck("client:" + client_key(client), limits.per_client.launches,
@@ -116,10 +149,9 @@ async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchR
     if limits.per_repo.active:
         checks.append(("rate_limit_repo", RateCheck("repo:" + launch.repo_key, limits.per_repo.launches,
                                                     limits.per_repo.window)))
-    cap = repo_cap(limits, launch)
-    if not checks and cap <= 0:
+    if not checks:
         return None
-    state = await ctx.store.limit_launch([rate for _, rate in checks], launch.repo_key if cap > 0 else None)
+    state = await ctx.store.limit_launch([rate for _, rate in checks], None)
     if state.refused is not None:
         cause, rate = checks[state.refused]
         retry = max(1, math.ceil(state.retry_after))
@@ -133,15 +165,18 @@ async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchR
             message = (f"This repository has been launched too often: at most {rate.limit} launches in {window} "
                        f"are allowed. Please try again in {retry} seconds.")
         return _too_many(ctx, launch, cause, detail, client, message, retry)
-    if cap > 0:
-        running = ctx.reports.running(launch.repo_key) if ctx.reports is not None else 0
-        if state.repo_in_flight + running >= cap:
-            retry = ctx.config.router.retry_after
-            detail = f"{state.repo_in_flight} launches in progress, {running} servers running, cap {cap}"
-            message = (f"This repository already has {cap} or more launches in progress across this Binder "
-                       f"federation, the most one repository may have. Please try again in {retry} seconds.")
-            return _too_many(ctx, launch, "repo_cap", detail, client, message, retry)
     return None
+
+
+def repo_cap_refused(ctx: RouterContext, request: web.Request, launch: LaunchRequest, in_flight: int,
+                     cap: RepoCap) -> web.Response:
+    """The answer to a launch the store refused at the repository's cap."""
+    client = client_address(request, ctx.config.router.trusted_networks)
+    retry = ctx.config.router.retry_after
+    detail = f"{in_flight} launches in progress, {cap.running} servers running, cap {cap.cap}"
+    message = (f"This repository already has {cap.cap} or more launches in progress across this Binder "
+               f"federation, the most one repository may have. Please try again in {retry} seconds.")
+    return _too_many(ctx, launch, "repo_cap", detail, client, message, retry)
 
 
 def _too_many(ctx: RouterContext, launch: LaunchRequest, cause: str, detail: str, client: str, message: str,

@@ -165,6 +165,17 @@ class Metrics:
             "federation_ejections", "Passive-health ejections made by this replica, by member.", ["member"], registry=r,
         )
         self.ejected = Gauge("federation_ejected", "1 while the member is ejected by passive health.", ["member"], registry=r)
+        # Robustness of the router itself (router.connections, federation.redis_store).
+        self.header_timeouts = Counter(
+            "federation_header_timeouts",
+            "Client connections closed because their first request's headers did not arrive within "
+            "router.header_timeout seconds.", registry=r,
+        )
+        self.store_errors = Counter(
+            "federation_store_errors",
+            "Shared-store calls that failed other than by a lost connection or a timeout (a bug or a broken "
+            "store: see the log), answered from this replica's memory.", registry=r,
+        )
 
     def observe_probe(self, member: Member, status: MemberStatus, previous: MemberStatus | None) -> None:
         """The prober's observer: the duration of one probe made by this replica."""

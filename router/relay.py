@@ -9,16 +9,22 @@ If the member fails for infrastructure reasons before `ready` (`hub.failures`
 decides which failures those are), the launch moves to the next member of the same
 decision's ranking, and the client is told in a `message` event:
 
-    id: beta
+    id: beta.<signature>
     data: {"phase": "building", "message": "Member alpha failed (member full); trying member beta\\n"}
 
-The event's `id` is the new member: a browser's EventSource sends it back as
-`Last-Event-ID` when it reconnects, and the router then places the reconnected
-stream on that member again (like the sticky cookie, which names the member relayed
-when the response headers went out, with the first event).
+The event's `id` names the new member, signed (`router.sticky`): a browser's
+EventSource sends it back as `Last-Event-ID` when it reconnects, and the router then
+places the reconnected stream on that member again (like the sticky cookie, which
+names the member relayed when the response headers went out, with the first event).
 After `router.stream.max_attempts` members the client gets a final `failed` event
 with `status_code` 503. A `failed` event that is not the member's fault (a build
 error in the repository) is relayed once and not retried.
+
+A `ready` event is relayed only when its server `url` is on the member's own origin
+(`federation.members.Member.serves`: the member's URL or `hub_url`, or a subdomain of
+either); anything else (another host, `javascript:`) would send the visitor, and the
+server's token, where the member has no business sending them, so it counts as the
+member answering outside the member API and the launch moves on to the next member.
 
 What the member sees: the visitor's address in `X-Forwarded-For` / `X-Real-Ip`
 (members rate-limit per visitor), and nothing else of the visitor's request: no
@@ -73,12 +79,12 @@ from federation.spec import LaunchRequest
 from hub.client import MemberUnreachable
 from hub.events import encode_comment, encode_event
 from hub.failures import InfraFailure, classify_failure
-from hub.models import MemberError
+from hub.models import BuildEvent, MemberError, MemberResponseError
 
 from . import launch as launching
-from .launch_page import TOKEN_PARAM, page_launch
-from .clients import forwarded_headers
+from .clients import forwarded_for, forwarded_headers
 from .context import CONTEXT, RouterContext
+from .launch_page import TOKEN_PARAM, page_launch
 from .pages import CORS_HEADERS
 
 log = logging.getLogger("binderfed.relay")
@@ -190,18 +196,21 @@ STREAMS = web.AppKey("binderfed_relay_streams", ActiveStreams)
 # -- one relayed launch -------------------------------------------------------------------
 
 
-def _sticky(ctx: RouterContext, request: web.Request) -> str | None:
-    """The member a reconnecting EventSource names (Last-Event-ID), else the sticky cookie."""
-    last_id = request.headers.get("Last-Event-ID", "").strip()
-    if last_id and ctx.membership.get(last_id) is not None:
+def _sticky(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> str | None:
+    """The member a reconnecting EventSource names (Last-Event-ID, a signed sticky value the
+    router sent as a failover notice's id), else the sticky cookie's."""
+    last_id = ctx.sticky.member(request.headers.get("Last-Event-ID"), launch.repo_key)
+    if last_id is not None and ctx.membership.get(last_id) is not None:
         return last_id
-    return request.cookies.get(ctx.config.router.sticky_cookie)
+    return launching.sticky_member(ctx, request, launch)
 
 
 async def relay_build(request: web.Request, ctx: RouterContext, launch: LaunchRequest) -> web.StreamResponse:
     """Answer `/build/<provider>/<spec>` in stream mode."""
     # Placed and counted in flight on its member as a redirected launch is.
-    decision = await launching.admit(ctx, launch, _sticky(ctx, request))
+    decision = await launching.admit(ctx, request, launch, _sticky(ctx, request, launch))
+    if isinstance(decision, web.StreamResponse):
+        return decision
     if decision.member is None:
         return launching.no_member(ctx, launch, decision)
     relay = _Relay(request, ctx, launch, decision)
@@ -232,7 +241,7 @@ class _Relay:
         self.stop_reason: str | None = None
         self.closed = False  # the handler is done with the stream: no more writes, no stop()
         self.headers = forwarded_headers(
-            request.remote, request.headers.get("X-Forwarded-For"), self.config.router.trusted_proxies
+            request.remote, forwarded_for(request), self.config.router.trusted_networks
         )
         # From the router's launch page: fetch each member's build token (the module docstring).
         self.page_launch, self.query = page_launch(request, launch)
@@ -324,10 +333,7 @@ class _Relay:
             launching.MEMBER_HEADER: member.name,
             launching.REASON_HEADER: self.reason,
         })
-        max_age = int(self.config.router.cookie_max_age_hours * 3600)
-        if max_age > 0:
-            response.set_cookie(self.config.router.sticky_cookie, member.name, max_age=max_age,
-                                path=self.launch.path, httponly=True, samesite="Lax")
+        launching.set_sticky_cookie(self.ctx, self.request, response, member.name, self.launch)
         self.response = response
         await response.prepare(self.request)
 
@@ -410,7 +416,8 @@ class _Relay:
                                "repo_key": launch.repo_key})
             self.member, self.reason = following, FAILOVER_REASON
             event = encode_event(json.dumps({"phase": self.last_phase or "waiting", "message": message}))
-            await self._write(f"id: {following.name}\n".encode() + event)
+            sticky = ctx.sticky.sign(following.name, launch.repo_key)
+            await self._write(f"id: {sticky}\n".encode() + event)
 
     async def _admit_next(self, tried: set[str]) -> Member | None:
         """The next member of the decision's ranking that can still take the launch, with
@@ -469,6 +476,9 @@ class _Relay:
                         failure = classify_failure(event)
                         if failure is not None:
                             return failure
+                    if phase == "ready" and not self._ready_url_ok(member, event):
+                        return classify_failure(MemberResponseError("ready event with a server URL outside the "
+                                                                    "member's own origin"))
                     if event.phase:
                         self.last_phase = event.phase
                     if not learned and phase in ("built", "ready"):
@@ -513,6 +523,15 @@ class _Relay:
                      extra={"member": member.name})
             return self.query
         return self.query + ("&" if self.query else "") + f"{TOKEN_PARAM}={quote(token, safe='')}"
+
+    def _ready_url_ok(self, member: Member, event: BuildEvent) -> bool:
+        url = event.data.get("url")
+        if isinstance(url, str) and member.serves(url):
+            return True
+        log.warning("launch %s: member %s sent a ready event whose server URL %r is not on its own origin; "
+                    "not relayed", self.launch.provider_spec, member.name, str(url)[:200],
+                    extra={"member": member.name, "repo_key": self.launch.repo_key})
+        return False
 
     def _ready(self, member: Member) -> None:
         self._finish("ready")

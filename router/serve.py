@@ -28,6 +28,7 @@ from federation.logs import setup_logging
 from federation.store import open_store
 
 from .app import create_app
+from .connections import GuardedSite
 from .context import CONTEXT
 
 log = logging.getLogger("binderfed.serve")
@@ -71,11 +72,23 @@ HANDLER_SHUTDOWN_TIMEOUT = 10.0
 
 
 async def listen(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start serving `app`; return the runner (to clean up) and the bound port (port 0 = any free one)."""
+    """Start serving `app`; return the runner (to clean up) and the bound port (port 0 = any free one).
+
+    Connections must deliver their first request's headers within `router.header_timeout`
+    seconds (router.connections).
+    """
+    ctx = app[CONTEXT]
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=HANDLER_SHUTDOWN_TIMEOUT)
     await runner.setup()
+
+    def timed_out(started: bool) -> None:
+        ctx.metrics.header_timeouts.inc()
+        log.debug("closed a client connection: %s", "its request headers did not arrive in time" if started
+                  else "no request within router.header_timeout")
+
     try:
-        await web.TCPSite(runner, host, port).start()
+        await GuardedSite(runner, host, port, header_timeout=lambda: ctx.config.router.header_timeout,
+                          on_timeout=timed_out).start()
     except OSError as exc:
         await runner.cleanup()
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

@@ -21,17 +21,19 @@ from aiohttp import web
 
 from federation.config import ConsulSettings, FederationConfig
 from federation.secrets import SecretError, read_secret
+from federation.store import MemoryStore
 from federation.sources.file import FileSource
 
 from . import admin
 from .context import CONTEXT
+from .sticky import load_signer
 
 log = logging.getLogger("binderfed.sources")
 
 # Settings a running router cannot change: (section or None, field). The agent-report
 # reader is built once at start from `reports`, so that whole section is among them.
-RESTART_ONLY = (("router", "host"), ("router", "port"), ("router", "forward"), (None, "store_url"), (None, "launch_log"),
-                (None, "reports"))
+RESTART_ONLY = (("router", "host"), ("router", "port"), ("router", "forward"), ("router", "idle_timeout"),
+                (None, "store_url"), (None, "launch_log"), (None, "reports"))
 
 # How long start-up waits for Consul's first answer before serving without it.
 CONSUL_FIRST_SYNC = 2.0
@@ -43,7 +45,8 @@ def _get(cfg: FederationConfig, section: str | None, name: str):
 
 def keep_restart_only(running: FederationConfig, new: FederationConfig) -> FederationConfig:
     """`new` with the restart-only settings of `running`."""
-    router = replace(new.router, host=running.router.host, port=running.router.port, forward=running.router.forward)
+    router = replace(new.router, host=running.router.host, port=running.router.port, forward=running.router.forward,
+                     idle_timeout=running.router.idle_timeout)
     return replace(new, router=router, store_url=running.store_url, launch_log=running.launch_log,
                    reports=running.reports)
 
@@ -65,8 +68,15 @@ class RouterSources:
         self._known: set[str] = set()
         self._consul_lock = asyncio.Lock()
 
+    def _load_sticky(self, config: FederationConfig, first: bool = False) -> None:
+        router = config.router
+        self.ctx.sticky = load_signer(router.cookie_secret_env, router.cookie_secret_file,
+                                      None if first else self.ctx.sticky,
+                                      replicas=not isinstance(self.ctx.store, MemoryStore))  # shared: replicas
+
     async def start(self) -> None:
         admin.load_token(self.app, self.ctx.config.admin)
+        self._load_sticky(self.ctx.config, first=True)
         self._known = {m.name for m in self.ctx.membership.members()}
         for name in self._known:
             self._know(name)
@@ -119,6 +129,7 @@ class RouterSources:
             ctx.prober.settings = new.health
             ctx.prober.headroom = new.policy.pod_headroom
         admin.load_token(self.app, new.admin)
+        self._load_sticky(new)
         if new.consul != running.consul:
             await self._set_consul(new.consul)
 

@@ -1,11 +1,15 @@
 """The status page at `/status`: the federation at a glance, for people.
 
-`build_status_page()` is pure: a FederationView, the recent launch events and the
-time go in, a `StatusPage` (frozen dataclasses, every number already turned into the
+`build_status_page()` is pure: a FederationView, the launches of each of the last 60
+minutes and the time go in, a `StatusPage` (frozen dataclasses, every number already turned into the
 text shown) comes out. The handler only gathers those inputs and renders
 `templates/status.html` with it, so everything the page says is unit-testable
 without a browser. Member fields come from `api.member_fields`, the one JSON shape
 of a member, so the page and `/api/v1/members` cannot disagree.
+
+The launch counts come from per-minute counters in the store
+(`Store.launches_per_minute`), so a page costs the same whatever the traffic: it never
+reads the launch log.
 
 The page works without JavaScript: it refreshes itself with `<meta http-equiv=refresh>`,
 which `?refresh=off` turns off (people who need more time to read, WCAG 2.2.1).
@@ -16,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping, Sequence
 
 import aiohttp_jinja2
 import jinja2
@@ -31,7 +35,7 @@ from .pages import html_page
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
-WINDOW = 3600.0            # the chart and the launch count cover the last hour
+MINUTES = 60               # the chart and the launch count cover the last 60 clock minutes
 BUCKET = 60.0              # one chart bar per minute
 DEFAULT_REFRESH = 30       # seconds between automatic reloads
 MIN_REFRESH, MAX_REFRESH = 5, 3600
@@ -124,7 +128,7 @@ class StatusPage:
 
 def build_status_page(
     view: FederationView,
-    launches: Iterable[Mapping[str, Any]],
+    per_minute: Sequence[int],
     now: float,
     *,
     headroom: int = 0,
@@ -132,7 +136,11 @@ def build_status_page(
     strategy: str = "",
     store_degraded: bool = False,
 ) -> StatusPage:
-    """The status page model. Pure: no I/O, no clock."""
+    """The status page model. Pure: no I/O, no clock.
+
+    `per_minute`: launches in each of the last `MINUTES` clock minutes, oldest first (the
+    last one is the minute `now` falls in), as `Store.launches_per_minute` answers.
+    """
     members = [member_fields(m, now, headroom) for m in view.members]
     rows = tuple(_row(m, now, headroom) for m in members)
     healthy = [m for m in members if m["state"] == MemberState.HEALTHY.value]
@@ -141,25 +149,21 @@ def build_status_page(
     note = ""
     if unknown:
         note = f"plus {unknown} healthy member{'s' if unknown != 1 else ''} with unlimited or unknown capacity"
-    recent = [e for e in launches if _timestamp(e) is not None and now - WINDOW <= _timestamp(e) <= now]
+    counts = [max(int(n), 0) for n in list(per_minute)[-MINUTES:]]
+    counts = [0] * (MINUTES - len(counts)) + counts
     return StatusPage(
         generated_at=_clock_text(now, seconds=True),
         members=rows,
         healthy=len(healthy),
         total=len(members),
-        launches_last_hour=len(recent),
+        launches_last_hour=sum(counts),
         free_capacity=sum(max(free, 0) for free in free_known),
         free_capacity_note=note,
-        chart=_chart(recent, now),
+        chart=_chart(counts, now),
         refresh=refresh,
         strategy=strategy,
         store_degraded=store_degraded,
     )
-
-
-def _timestamp(event: Mapping[str, Any]) -> float | None:
-    value = event.get("timestamp")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _row(m: Mapping[str, Any], now: float, headroom: int) -> MemberRow:
@@ -232,12 +236,9 @@ def _versions(versions: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _chart(recent: list[Mapping[str, Any]], now: float) -> LaunchChart:
-    n = int(WINDOW // BUCKET)
-    start = now - WINDOW
-    counts = [0] * n
-    for event in recent:
-        counts[min(int((_timestamp(event) - start) // BUCKET), n - 1)] += 1
+def _chart(counts: list[int], now: float) -> LaunchChart:
+    n = MINUTES
+    start = (int(now // BUCKET) - n + 1) * BUCKET   # the first bar's minute
     peak = max(counts)
     total = sum(counts)
     slot = CHART_WIDTH / n
@@ -315,9 +316,9 @@ async def status_page(request: web.Request) -> web.StreamResponse:
                          "<p>The <code>refresh</code> parameter must be a number of seconds or <code>off</code>.</p>",
                          status=400)
     view = await ctx.view_for(None)
-    launches = await ctx.store.recent_launches(view.now - WINDOW)
+    per_minute = await ctx.store.launches_per_minute(view.now, MINUTES)
     page = build_status_page(
-        view, launches, view.now,
+        view, per_minute, view.now,
         headroom=ctx.config.policy.pod_headroom,
         refresh=refresh,
         strategy=ctx.config.policy.strategy,

@@ -13,13 +13,20 @@ One catalog entry becomes one member (source "consul"):
 |---|---|
 | name | the service ID (`ServiceID`, which `binderfed member register` sets to the member name) |
 | url | `Meta.url`; without it `http(s)://<ServiceAddress or node Address>:<ServicePort>` (https when tagged `https` or on port 443) |
-| weight | `Meta.weight` (a number >= 0, default 1) |
+| weight | `Meta.weight` (a number from 0 to 1000, default 1) |
 | region | `Meta.region` |
 | data_sites | `Meta.data_sites`, comma-separated |
-| prime | `Meta.prime` (`true`/`false`) or the tag `prime` |
+| hub_url | `Meta.hub_url` (its JupyterHub's URL, when on another host) |
 
 An entry whose metadata is invalid (checked against the same JSON Schema as members
 in the config file) is left out with a log line naming the service and the field.
+Every entry then passes the federation's admission gate (`federation.admission`):
+its URLs must be on a host of `consul.allowed_hosts` (private, loopback and
+link-local addresses only by an explicit address or network entry), carry no
+credentials, and its weight must be finite and at most 1000. A registration cannot
+make itself the prime member (`Meta.prime` or the tag `prime`): that is the
+operators' choice, made in the config file; such an entry is admitted without it,
+with a log line.
 Consul's own health is an extra signal: with `exclude_critical` (the default) an
 entry with any check in state `critical` is left out, which includes Consul's
 maintenance mode (`consul maint -enable -service=<id>`), so an organization can take
@@ -47,6 +54,7 @@ import consul
 import consul.aio
 import jsonschema
 
+from ..admission import AdmissionError, HostRule, admit, check_weight, host_rules
 from ..config import ConsulSettings, schema
 from ..members import Member
 from ..membership import Membership
@@ -63,6 +71,7 @@ _FIELD_ORIGIN = {
     "prime": "Meta.prime",
     "region": "Meta.region",
     "data_sites": "Meta.data_sites",
+    "hub_url": "Meta.hub_url",
 }
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -105,13 +114,16 @@ class EntryProblem:
 class CatalogView:
     members: tuple[Member, ...]
     left_out: tuple[EntryProblem, ...] = field(default_factory=tuple)
+    notes: tuple[EntryProblem, ...] = field(default_factory=tuple)  # admitted, with something ignored
 
 
-def members_from_health(entries: list[Mapping[str, Any]] | None, exclude_critical: bool = True) -> CatalogView:
-    """Map `/v1/health/service/<name>` entries to members (pure)."""
+def members_from_health(entries: list[Mapping[str, Any]] | None, exclude_critical: bool = True,
+                        allowed_hosts: tuple[HostRule, ...] = ()) -> CatalogView:
+    """Map `/v1/health/service/<name>` entries to members (pure), through the admission gate."""
     validator = _member_validator()
     members: dict[str, Member] = {}
     left_out: list[EntryProblem] = []
+    notes: list[EntryProblem] = []
     ordered = sorted(entries or [], key=lambda e: ((e.get("Node") or {}).get("Node", ""), (e.get("Service") or {}).get("ID", "")))
     for entry in ordered:
         node = entry.get("Node") or {}
@@ -122,6 +134,18 @@ def members_from_health(entries: list[Mapping[str, Any]] | None, exclude_critica
         if member is None:
             left_out.append(EntryProblem(sid, node_name, why))
             continue
+        try:
+            admitted = admit(member, allowed_hosts)
+        except AdmissionError as exc:
+            origin = _FIELD_ORIGIN.get(exc.field, exc.field)
+            if exc.field == "url" and not (service.get("Meta") or {}).get("url"):
+                origin = "address/port"
+            left_out.append(EntryProblem(sid, node_name, f"{origin}: {exc.why}"))
+            continue
+        if member.prime and not admitted.prime:
+            notes.append(EntryProblem(sid, node_name, "Meta.prime ignored: only the operators' config file "
+                                                      "names the prime member"))
+        member = admitted
         if exclude_critical:
             critical = [c for c in entry.get("Checks") or [] if c.get("Status") == "critical"]
             if critical:
@@ -138,7 +162,7 @@ def members_from_health(entries: list[Mapping[str, Any]] | None, exclude_critica
             left_out.append(EntryProblem(sid, node_name, f"duplicate member name {member.name!r} (already registered on another node)"))
             continue
         members[member.name] = member
-    return CatalogView(tuple(sorted(members.values(), key=lambda m: m.name)), tuple(left_out))
+    return CatalogView(tuple(sorted(members.values(), key=lambda m: m.name)), tuple(left_out), tuple(notes))
 
 
 def _member_from_entry(node: Mapping[str, Any], service: Mapping[str, Any], validator) -> tuple[Member | None, str]:
@@ -158,7 +182,9 @@ def _member_from_entry(node: Mapping[str, Any], service: Mapping[str, Any], vali
     data["url"] = url
     if "weight" in meta and str(meta["weight"]).strip() != "":
         try:
-            data["weight"] = float(meta["weight"])
+            data["weight"] = check_weight(float(meta["weight"]))
+        except AdmissionError as exc:
+            return None, f"Meta.weight: {exc.why}"
         except (TypeError, ValueError):
             return None, f"Meta.weight: {meta['weight']!r} is not a number"
     prime = str(meta.get("prime", "")).strip().lower()
@@ -167,6 +193,8 @@ def _member_from_entry(node: Mapping[str, Any], service: Mapping[str, Any], vali
     data["prime"] = prime in _TRUE or "prime" in tags
     if meta.get("region"):
         data["region"] = str(meta["region"])
+    if meta.get("hub_url"):
+        data["hub_url"] = str(meta["hub_url"]).strip()
     sites = [s.strip() for s in str(meta.get("data_sites") or "").split(",") if s.strip()]
     if sites:
         data["data_sites"] = sites
@@ -185,6 +213,7 @@ def _member_from_entry(node: Mapping[str, Any], service: Mapping[str, Any], vali
         data_sites=tuple(data.get("data_sites", ())),
         region=data.get("region", ""),
         source="consul",
+        hub_url=data.get("hub_url", "").rstrip("/"),
     ), ""
 
 
@@ -221,6 +250,7 @@ class ConsulSource:
         self.token = token
         self.on_sync = on_sync
         self.backoff = Backoff(retry_initial, settings.retry_max, rng)
+        self.allowed_hosts = host_rules(settings.allowed_hosts)  # checked at config load
         self.index = 0                 # X-Consul-Index of the last answer
         self.failures = 0              # consecutive failed queries
         self.reachable: bool | None = None
@@ -241,6 +271,9 @@ class ConsulSource:
                                      timeout=self.wait * 1.1 + 15)
         self._task = asyncio.create_task(self._run(), name="consul-source")
         log.info("watching Consul service %r at %s", self.settings.service, self.settings.url)
+        if not self.allowed_hosts:
+            log.warning("consul.allowed_hosts is empty: no Consul registration will be admitted; list the hosts "
+                        "members may register (such as '*.example.org' or '10.0.0.0/8')")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -301,8 +334,12 @@ class ConsulSource:
         return index, entries or []
 
     def _publish(self, entries: list[dict[str, Any]]) -> None:
-        view = members_from_health(entries, self.settings.exclude_critical)
-        problems = {(p.node, p.service_id): p.why for p in view.left_out}
+        view = members_from_health(entries, self.settings.exclude_critical, self.allowed_hosts)
+        problems = {(p.node, p.service_id): p.why for p in (*view.left_out, *view.notes)}
+        for p in view.notes:
+            if self._problems.get((p.node, p.service_id)) != p.why:
+                log.warning("Consul service %r on node %r: %s", p.service_id, p.node, p.why,
+                            extra={"source": self.name, "service_id": p.service_id, "node": p.node, "problem": p.why})
         for p in view.left_out:
             if self._problems.get((p.node, p.service_id)) != p.why:
                 log.log(logging.INFO if p.pending else logging.WARNING,

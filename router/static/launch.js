@@ -2,9 +2,13 @@
 //
 // Opens the router's /build/ event stream for the same launch (same query string), shows
 // the phases, the build log and any failover notice, and on `ready` sends the browser to
-// the member's server the way BinderHub's own page does: `urlpath` (or the legacy
-// `labpath` -> doc/tree/..., `filepath` -> tree/...) resolved against the server URL,
-// then `token` added as a query parameter.
+// the member's server the way BinderHub's own client does: `urlpath` (or the legacy
+// `labpath` -> doc/tree/..., `filepath` -> tree/...) appended to the server URL's path,
+// then `token` added as a query parameter. The path is appended, never resolved as a
+// URL of its own: `https://evil.example/`, `//evil.example`, `\\evil.example` or their
+// percent-encoded forms stay path segments on the server's origin, and a path that dot
+// segments would take out of the server's own path opens the server's root instead, so
+// the server's token only ever goes to the server.
 //
 // If the connection drops, the browser's EventSource reconnects by itself and sends the
 // last event id; the router's failover notices carry the member they moved to as their
@@ -44,15 +48,46 @@
     if (state) document.body.className = state;
   }
 
-  // BinderHub's launch logic: where to send the browser once the server is ready.
-  function serverUrl(url, token) {
-    let urlPath = params.get("urlpath") || "";
+  // BinderHub's launch logic: the path inside the server to open, from the query string.
+  function launchPath() {
     if (params.has("labpath")) {
-      urlPath = "doc/tree/" + encodeURI(params.get("labpath").replace(/\/$/, ""));
-    } else if (params.has("filepath")) {
-      urlPath = "tree/" + encodeURI(params.get("filepath").replace(/\/$/, ""));
+      return "doc/tree/" + encodeURI(params.get("labpath").replace(/\/$/, ""));
     }
-    const target = new URL(urlPath.replace(/^\/*/, ""), url);
+    if (params.has("filepath")) {
+      return "tree/" + encodeURI(params.get("filepath").replace(/\/$/, ""));
+    }
+    return params.get("urlpath") || "";
+  }
+
+  // Where to send the browser once the server is ready: `path` (with its own query and
+  // fragment, if any) appended to the server URL's path. Setting `pathname` can never
+  // change a URL's origin; what it resolves to is then checked to stay under the
+  // server's path (dot segments, even encoded, are resolved by the URL parser).
+  function serverTarget(serverUrl, path, token) {
+    const server = new URL(serverUrl);
+    if (!server.pathname.endsWith("/")) server.pathname += "/";
+    let query = "";
+    let fragment = "";
+    const hash = path.indexOf("#");
+    if (hash >= 0) {
+      fragment = path.slice(hash);
+      path = path.slice(0, hash);
+    }
+    const question = path.indexOf("?");
+    if (question >= 0) {
+      query = path.slice(question + 1);
+      path = path.slice(0, question);
+    }
+    let target = new URL(server.href);
+    target.pathname = server.pathname + path.replace(/^[\/\\]+/, "");
+    if (target.origin !== server.origin || !target.pathname.startsWith(server.pathname)) {
+      target = new URL(server.href); // out of the server's own path: open its root
+    } else {
+      new URLSearchParams(query).forEach(function (value, name) {
+        target.searchParams.append(name, value);
+      });
+      target.hash = fragment;
+    }
     target.searchParams.append("token", token);
     return target;
   }
@@ -89,7 +124,7 @@
       phaseEl.textContent = phase;
       let target;
       try {
-        target = serverUrl(event.url, event.token);
+        target = serverTarget(event.url, launchPath(), event.token);
       } catch (err) {
         target = null;
       }

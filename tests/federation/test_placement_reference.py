@@ -90,6 +90,7 @@ def reference(view: FederationView, launch: Launch, policy: PolicySettings, stic
     def score(m: MemberView) -> float:
         return rendezvous_score(m.name, key, m.weight)
 
+    over: set[str] = set()
     if policy.strategy == "rendezvous":
         ranked = sorted(members, key=lambda m: -score(m))
         labels = {m.name: "rendezvous" for m in ranked}
@@ -107,7 +108,6 @@ def reference(view: FederationView, launch: Launch, policy: PolicySettings, stic
             return len(tiers)
 
         counted = [m for m in members if m.status.quota is not None]
-        over: set[str] = set()
         if counted:
             average = (sum(m.status.total_pods + m.in_flight for m in counted) + 1) / sum(m.status.quota for m in counted)
             grow = 1 + policy.epsilon
@@ -125,7 +125,7 @@ def reference(view: FederationView, launch: Launch, policy: PolicySettings, stic
         labels = {m.name: (tiers + ["affinity"])[tier(m)] for m in ranked}
     names = [m.name for m in ranked]
     reason = "spill" if spilled else labels[names[0]]
-    if sticky in names:
+    if sticky in names and sticky not in over:   # a cookie never overrides bounded load
         names.remove(sticky)
         names.insert(0, sticky)
         reason = "cookie"

@@ -313,6 +313,22 @@ def test_sticky_cookie_is_ignored_once_its_member_is_not_admissible(state):
     assert d.member.name != "sticky" and d.reason != "cookie"
 
 
+def test_sticky_cookie_yields_to_bounded_load():
+    view = fed(mv("hot", pods=95), mv("cold", pods=0), mv("warm", pods=10))
+    repo = next(r for r in REPOS if decide(view, r, "rendezvous").member.name == "hot")
+    # The cookie names the overloaded member: bounded load still passes it over.
+    d = decide(view, repo, sticky="hot")
+    assert d.member.name != "hot" and d.reason == "spill"
+    other = next(r for r in REPOS if decide(view, r, "rendezvous").member.name == "cold")
+    d = decide(view, other, sticky="hot")
+    assert d.member.name != "hot" and d.reason != "cookie"
+    # A cookie naming a member with room is honoured, spill or not.
+    d = decide(view, repo, sticky="warm")
+    assert (d.member.name, d.reason) == ("warm", "cookie")
+    # Strategies without bounded load honour any admissible member's cookie, as the existing redirector does.
+    assert decide(view, other, "rendezvous", sticky="hot").reason == "cookie"
+
+
 def test_sticky_cookie_naming_no_member_is_ignored():
     view = fed(mv("a"), mv("b"))
     assert decide(view, sticky="gone").reason == "affinity"

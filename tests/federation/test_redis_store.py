@@ -6,6 +6,7 @@ private ones (tests.support.redis_proc.RedisProcess) for tests that stop or free
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -391,6 +392,8 @@ async def test_degrades_and_recovers_when_redis_stops(private_redis, stores, cap
     assert "m2" not in state.overrides
     assert state.ejections["m2"] == later + 40
     assert 2 in [e.get("n") for e in await b.recent_launches(later)]
+    # The pushed-back launches (all the new server has) count on every replica's per-minute counters.
+    assert sum(await b.launches_per_minute(later, 10)) == len(await b.recent_launches(0)) >= 1
     # And a's writes reach b again.
     await a.put_status(status("m4", checked_at=time.time()))
     assert "m4" in await b.statuses()
@@ -400,15 +403,15 @@ async def test_a_launch_limit_holds_against_own_launches_while_degraded(private_
     proc = private_redis()
     a = await stores(proc.url, backoff_initial=0.05, backoff_max=0.3)
     b = await stores(proc.url, backoff_initial=0.05, backoff_max=0.3)
-    assert await a.record_launch("m1", 300, limit=2) is True
-    assert await b.record_launch("m1", 300, limit=2) is True
-    assert await a.record_launch("m1", 300, limit=2) is False      # shared: a sees b's launch
+    assert bool(await a.record_launch("m1", 300, limit=2)) is True
+    assert bool(await b.record_launch("m1", 300, limit=2)) is True
+    assert bool(await a.record_launch("m1", 300, limit=2)) is False      # shared: a sees b's launch
 
     proc.stop()
 
-    assert await timed(a.record_launch("m1", 300, limit=2)) is True   # alone: only its own launch counts
+    assert bool(await timed(a.record_launch("m1", 300, limit=2))) is True   # alone: only its own launch counts
     assert a.degraded is True
-    assert await a.record_launch("m1", 300, limit=2) is False
+    assert bool(await a.record_launch("m1", 300, limit=2)) is False
     assert await a.in_flight() == {"m1": 2}
 
     proc.start()                                    # empty: only what a journaled comes back
@@ -579,3 +582,30 @@ async def test_sentinel_url_reaches_the_master(sentinel, stores):
     state = await direct.launch_state(None)
     assert set(state.statuses) == {"m1"} and state.in_flight == {"m1": 1}
     assert not store.degraded
+
+
+# -- an error Redis answers is a bug, not an outage ----------------------------------------------
+
+
+async def test_a_script_error_is_logged_as_an_error_and_does_not_degrade_the_store(redis_url, stores, caplog):
+    store = await stores(redis_url)
+    errors = []
+    store.on_error = lambda: errors.append(1)
+    now = time.time()
+    await store.put_status(status("m1", checked_at=now))
+    assert set((await store.launch_state(None)).statuses) == {"m1"}   # mirrored locally
+    async with plain_client(redis_url) as admin:
+        await admin.set("binderfed:inflight-members", "not a set")   # the launch-state script now fails: WRONGTYPE
+        state = await timed(store.launch_state(None))
+        assert set(state.statuses) == {"m1"}                           # answered from memory, nothing raised
+        assert store.degraded is False and errors == [1] and store.errors == 1
+        record = next(r for r in caplog.records if r.levelno == logging.ERROR and "store error" in r.getMessage())
+        assert "RedisStore.launch_state" in record.getMessage() and "WRONGTYPE" in record.getMessage()
+        assert "this is not an outage" in record.getMessage()
+        assert not any(r.getMessage().startswith("store degraded") for r in caplog.records)
+        await admin.delete("binderfed:inflight-members")
+    # The next call goes to Redis again (no reconnect loop was started): it sees another replica's write.
+    async with plain_client(redis_url) as admin:
+        await admin.hset("binderfed:status", "m2", json.dumps(status("m2", checked_at=now).to_json()))
+    assert set((await store.launch_state(None)).statuses) == {"m1", "m2"}
+    assert store.errors == 1

@@ -139,6 +139,8 @@ async def test_sighup_reloads_at_once(tmp_path, run_source):
 
 
 def consul_settings(double: ConsulDouble, **changes) -> ConsulSettings:
+    # The made-up members below live under example.org, gesis.org and in 10.0.0.0/8.
+    changes.setdefault("allowed_hosts", ("*.example.org", "*.gesis.org", "10.0.0.0/8"))
     return ConsulSettings(enabled=True, url=double.url, wait=changes.pop("wait", 5), **changes)
 
 
@@ -147,11 +149,11 @@ async def test_registered_member_maps_metadata_and_deregistered_leaves(consul_do
     source = await run_source(ConsulSource(consul_settings(consul_double), membership))
     await asyncio.wait_for(source.synced.wait(), 5)
     reg = Registration(name="gesis", url="https://notebooks.gesis.org/binder/", weight=2.5, region="eu-central",
-                       data_sites=("zenodo.org", "s3:eu-central-1"), prime=True, check=False)
+                       data_sites=("zenodo.org", "s3:eu-central-1"), check=False)
     await register_member(consul_double.url, reg)
     member = await eventually(lambda: membership.get("gesis"), timeout=5, what="gesis from Consul")
     assert member.url == "https://notebooks.gesis.org/binder"
-    assert (member.weight, member.region, member.prime, member.source) == (2.5, "eu-central", True, "consul")
+    assert (member.weight, member.region, member.prime, member.source) == (2.5, "eu-central", False, "consul")
     assert member.data_sites == ("zenodo.org", "s3:eu-central-1")
     # The source waits on Consul blocking queries, carrying the index it last saw.
     blocking = [q for method, p, q in consul_double.requests if p == "/v1/health/service/binder-federation" and "index" in q]
@@ -229,6 +231,58 @@ async def test_bad_metadata_is_left_out_with_a_log_line(consul_double, run_sourc
     assert "'noscheme'" in messages and "Meta.url" in messages
 
 
+async def test_registrations_pass_the_admission_gate(consul_double, run_source, caplog):
+    membership = Membership()
+    settings = consul_settings(consul_double, allowed_hosts=("*.example.org", "10.0.0.0/8", "127.0.0.1"))
+    await run_source(ConsulSource(settings, membership))
+    register = consul_double.register
+    for sid, meta in [
+        ("fine", {"url": "https://fine.example.org"}),
+        ("lan", {"url": "http://10.1.2.3:8000"}),                                  # listed network
+        ("loop", {"url": "http://127.0.0.1:8000"}),                                # listed address
+        ("chief", {"url": "https://chief.example.org", "prime": "true"}),          # admitted, not as prime
+        ("offlist", {"url": "https://elsewhere.example.com"}),
+        ("bare", {"url": "https://example.org"}),                                  # *.example.org is not example.org
+        ("redis", {"url": "http://127.0.0.1:6379"}),                               # a port is part of no rule...
+        ("metadata", {"url": "http://169.254.169.254/latest"}),
+        ("v6loop", {"url": "http://[::1]:8000"}),
+        ("creds", {"url": "https://user:secret@fine2.example.org"}),
+        ("nan", {"url": "https://nan.example.org", "weight": "NaN"}),
+        ("inf", {"url": "https://inf.example.org", "weight": "Infinity"}),
+        ("huge", {"url": "https://huge.example.org", "weight": "1e9"}),
+        ("hubout", {"url": "https://hubout.example.org", "hub_url": "http://192.168.1.1"}),
+    ]:
+        register({"Name": "binder-federation", "ID": sid, "Meta": meta})
+    register({"Name": "binder-federation", "ID": "tagged", "Address": "tagged.example.org", "Port": 443,
+              "Tags": ["https", "prime"]})
+    await eventually(lambda: names(membership) == ["chief", "fine", "lan", "loop", "redis", "tagged"], timeout=5,
+                     what="the admitted registrations")
+    # (the loopback address 127.0.0.1 is listed exactly, so every port of it is admitted)
+    assert not any(m.prime for m in membership.members())
+    await eventually(lambda: len([r for r in caplog.records if "left out" in r.getMessage()]) == 9, timeout=5,
+                     what="nine left-out entries logged")
+    why = {r.getMessage().split("'")[1]: r.getMessage() for r in caplog.records if "Consul service" in r.getMessage()}
+    assert "host elsewhere.example.com is not in consul.allowed_hosts" in why["offlist"]
+    assert "host example.org is not in consul.allowed_hosts" in why["bare"]
+    assert "169.254.169.254 is a private, loopback or link-local address" in why["metadata"]
+    assert "::1 is a private, loopback or link-local address" in why["v6loop"]
+    assert "must not carry credentials" in why["creds"]
+    assert "finite" in why["nan"] and "finite" in why["inf"] and "from 0 to 1000" in why["huge"]
+    assert "Meta.hub_url: 192.168.1.1 is a private" in why["hubout"]
+    assert "Meta.prime ignored" in why["chief"] and "Meta.prime ignored" in why["tagged"]
+    assert "secret" not in " ".join(why.values())
+
+
+async def test_an_empty_allowlist_admits_no_registration(consul_double, run_source, caplog):
+    membership = Membership()
+    source = await run_source(ConsulSource(consul_settings(consul_double, allowed_hosts=()), membership))
+    consul_double.register({"Name": "binder-federation", "ID": "fine", "Meta": {"url": "https://fine.example.org"}})
+    await eventually(lambda: any("'fine'" in r.getMessage() and "not in consul.allowed_hosts" in r.getMessage()
+                                 for r in caplog.records), timeout=5, what="fine to be left out")
+    assert membership.members() == () and source.members == ()
+    assert any("consul.allowed_hosts is empty" in r.getMessage() for r in caplog.records)
+
+
 async def test_unreachable_consul_keeps_members_and_retries_with_backoff(consul_double, run_source, caplog):
     membership = Membership()
     source = await run_source(ConsulSource(consul_settings(consul_double), membership, retry_initial=0.2))
@@ -298,14 +352,15 @@ async def test_member_cli_register_list_deregister(consul_double):
     done = await run_binderfed(
         "member", "register", "--consul", consul_double.url, "--name", "gesis",
         "--url", "https://notebooks.gesis.org/binder", "--weight", "2", "--region", "eu",
-        "--data-site", "zenodo.org", "--data-site", "s3:eu-central-1", "--prime", "--check-interval", "30s",
+        "--data-site", "zenodo.org", "--data-site", "s3:eu-central-1", "--check-interval", "30s",
+        "--hub-url", "https://jupyter.gesis.org/",
     )
     assert done.returncode == 0, done.stderr
     assert "registered gesis" in done.stdout
     service = consul_double.service("gesis")
     assert service["Service"] == "binder-federation"
-    assert service["Meta"] == {"url": "https://notebooks.gesis.org/binder", "weight": "2", "prime": "true",
-                               "region": "eu", "data_sites": "zenodo.org,s3:eu-central-1"}
+    assert service["Meta"] == {"url": "https://notebooks.gesis.org/binder", "weight": "2", "region": "eu",
+                               "data_sites": "zenodo.org,s3:eu-central-1", "hub_url": "https://jupyter.gesis.org"}
     assert (service["Address"], service["Port"]) == ("notebooks.gesis.org", 443)
     [check] = consul_double.checks("gesis")
     assert check["Type"] == "http" and check["Interval"] == "30s"

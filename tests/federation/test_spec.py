@@ -36,15 +36,15 @@ VALID = [
     ),
     (
         "/v2/gist/MinRK/8E4d7a9c6b0f",
-        ("v2", "gist", "MinRK/8E4d7a9c6b0f", "gist/minrk/8e4d7a9c6b0f", "HEAD", None),
+        ("v2", "gist", "MinRK/8E4d7a9c6b0f", "gist/8e4d7a9c6b0f", "HEAD", None),
     ),
     (
         "/v2/gist/minrk/8e4d7a9c6b0f/0123abcd",
-        ("v2", "gist", "minrk/8e4d7a9c6b0f/0123abcd", "gist/minrk/8e4d7a9c6b0f", "0123abcd", None),
+        ("v2", "gist", "minrk/8e4d7a9c6b0f/0123abcd", "gist/8e4d7a9c6b0f", "0123abcd", None),
     ),
     (
         "/v2/gl/group%2Fsub%2FRepo/main",
-        ("v2", "gl", "group%2Fsub%2FRepo/main", "gl/group/sub/Repo", "main", None),
+        ("v2", "gl", "group%2Fsub%2FRepo/main", "gl/group/sub/repo", "main", None),
     ),
     (
         "/build/gl/group%2Frepo.git%2F/release/2024",
@@ -166,6 +166,57 @@ def test_provider_spec_and_frozen() -> None:
 )
 def test_repo_key_ignores_ref_and_case_where_case_does_not_matter(a: str, b: str) -> None:
     assert parse_launch(a).repo_key == parse_launch(b).repo_key
+
+
+# Every way of naming one repository: one key (and one canonical spec for bans).
+ALIASES = {
+    "gh/jupyterhub/binderhub": [
+        "/v2/gh/jupyterhub/binderhub/HEAD",
+        "/v2/gh/JupyterHub/BinderHub.git/main",
+        "/repo/jupyterhub/binderhub",
+        "/v2/git/https%3A%2F%2Fgithub.com%2Fjupyterhub%2Fbinderhub/HEAD",
+        "/v2/git/https%3A%2F%2Fgithub.com%2FJupyterHub%2FBinderHub.git/HEAD",
+        "/v2/git/http%3A%2F%2Fwww.github.com%2Fjupyterhub%2Fbinderhub%2F/main",
+        "/build/git/https%3A%2F%2FGitHub.com%3A443%2Fjupyterhub%2Fbinderhub.git%2F/v1",
+    ],
+    "gist/8e4d7a9c6b0f": [
+        "/v2/gist/minrk/8e4d7a9c6b0f",
+        "/v2/gist/MinRK/8E4D7A9C6B0F/0123abcd",
+        "/v2/git/https%3A%2F%2Fgist.github.com%2Fminrk%2F8e4d7a9c6b0f/HEAD",
+        "/v2/git/https%3A%2F%2Fgist.github.com%2F8e4d7a9c6b0f.git/HEAD",
+    ],
+    "gl/group/sub/project": [
+        "/v2/gl/group%2Fsub%2Fproject/main",
+        "/v2/gl/Group%2FSub%2FProject.git/main",
+        "/v2/git/https%3A%2F%2Fgitlab.com%2Fgroup%2Fsub%2Fproject.git/main",
+        "/v2/git/https%3A%2F%2Fwww.gitlab.com%2FGroup%2Fsub%2Fproject/v2",
+    ],
+}
+
+
+@pytest.mark.parametrize("key", list(ALIASES))
+def test_every_alias_of_a_repository_has_its_key(key: str) -> None:
+    assert {parse_launch(path).repo_key for path in ALIASES[key]} == {key}
+
+
+def test_urls_that_only_look_like_a_hosted_repository_keep_their_own_key() -> None:
+    for path, key in [
+        ("/v2/git/https%3A%2F%2Fgithub.com%2Forg%2Frepo%2Ftree%2Fmain/HEAD", "git/https://github.com/org/repo/tree/main"),
+        ("/v2/git/https%3A%2F%2Fgithub.com%3A8443%2Forg%2Frepo/HEAD", "git/https://github.com:8443/org/repo"),
+        ("/v2/git/https%3A%2F%2Fgithub.com.evil.example%2Forg%2Frepo/HEAD", "git/https://github.com.evil.example/org/repo"),
+        ("/v2/git/https%3A%2F%2Fgitlab.com%2Fgroup%2Fproject%2F-%2Ftree%2Fx/HEAD", "git/https://gitlab.com/group/project/-/tree/x"),
+        ("/v2/git/https%3A%2F%2Fgitlab.example.org%2Fgroup%2Fproject/HEAD", "git/https://gitlab.example.org/group/project"),
+    ]:
+        assert parse_launch(path).repo_key == key, path
+
+
+def test_the_canonical_spec_is_the_launch_as_its_provider_writes_it() -> None:
+    assert parse_launch("/v2/git/https%3A%2F%2Fgithub.com%2FOrg%2FX.git/feature%2Fy").canonical_spec == "gh/org/x/feature/y"
+    assert parse_launch("/v2/git/https%3A%2F%2Fgist.github.com%2FEvil%2Fabc123/HEAD").canonical_spec == "gist/evil/abc123/HEAD"
+    assert parse_launch("/v2/gist/evil/abc123").canonical_spec == "gist/evil/abc123/HEAD"
+    assert parse_launch("/v2/git/https%3A%2F%2Fgitlab.com%2Fg%2Fp/main").canonical_spec == "gl/g/p/main"
+    assert parse_launch("/repo/Org/Repo").canonical_spec == "gh/org/repo/HEAD"
+    assert parse_launch("/v2/zenodo/10.5281/zenodo.3242074").canonical_spec == "zenodo/10.5281/zenodo.3242074"
 
 
 HOSTILE = [

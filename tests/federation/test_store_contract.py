@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from federation.members import MemberState, MemberStatus, Override
-from federation.store import LaunchState, LimitState, RateCheck, Store
+from federation.store import MEMBER_FULL, REPO_CAP, LaunchState, LimitState, RateCheck, RecordResult, Store
 from tests.support.clock import T0, FakeClock
 
 
@@ -152,18 +152,18 @@ async def test_record_launch_appends_event(store):
 
 
 async def test_record_launch_with_a_limit_counts_only_while_there_is_room(store, clock):
-    assert await store.record_launch("a", 10, {"timestamp": T0, "n": 0}, limit=2) is True
+    assert bool(await store.record_launch("a", 10, {"timestamp": T0, "n": 0}, limit=2)) is True
     clock.advance(1)
-    assert await store.record_launch("a", 10, {"timestamp": T0 + 1, "n": 1}, limit=2) is True
-    assert await store.record_launch("a", 10, {"timestamp": T0 + 1, "n": 2}, limit=2) is False  # full
-    assert await store.record_launch("a", 10, limit=0) is False
-    assert await store.record_launch("b", 10, limit=1) is True       # limits are per member
+    assert bool(await store.record_launch("a", 10, {"timestamp": T0 + 1, "n": 1}, limit=2)) is True
+    assert bool(await store.record_launch("a", 10, {"timestamp": T0 + 1, "n": 2}, limit=2)) is False  # full
+    assert bool(await store.record_launch("a", 10, limit=0)) is False
+    assert bool(await store.record_launch("b", 10, limit=1)) is True       # limits are per member
     assert await store.in_flight() == {"a": 2, "b": 1}
     assert [e["n"] for e in await store.recent_launches(0)] == [0, 1]   # a refused launch is not logged
-    assert await store.record_launch("a", 10) is True                # no limit: always counted
+    assert bool(await store.record_launch("a", 10)) is True                # no limit: always counted
     clock.advance(9)                                                 # the first launch of a has expired
-    assert await store.record_launch("a", 10, limit=3) is True
-    assert await store.record_launch("a", 10, limit=3) is False
+    assert bool(await store.record_launch("a", 10, limit=3)) is True
+    assert bool(await store.record_launch("a", 10, limit=3)) is False
     assert await store.in_flight() == {"a": 3, "b": 1}
 
 
@@ -231,6 +231,20 @@ async def test_recent_launches_out_of_order_timestamps(store):
 
 
 # -- rate limits --------------------------------------------------------------------------
+async def test_launches_per_minute_count_recorded_events_by_their_minute(store, clock):
+    minute = int(T0 // 60) * 60
+    assert await store.launches_per_minute(T0, 3) == [0, 0, 0]
+    await store.record_launch("a", 10, {"timestamp": minute - 61})       # two minutes back
+    await store.record_launch("a", 10, {"timestamp": minute - 1})        # the minute before
+    await store.record_launch("b", 10, {"timestamp": minute + 1})
+    await store.record_launch("b", 10, {"timestamp": minute + 59.9})
+    await store.record_launch("b", 10)                                 # no event: not a logged launch
+    await store.record_launch("a", 10, {"timestamp": minute}, limit=0)  # refused: not counted
+    assert await store.launches_per_minute(minute + 30, 3) == [1, 1, 2]
+    assert await store.launches_per_minute(minute + 90, 2) == [2, 0]
+    assert len(await store.launches_per_minute(minute, 60)) == 60
+
+
 async def test_hit_fixed_window(store, clock):
     assert await store.hit("ip:1", 2, 10) == (True, 10.0)
     clock.advance(1)
@@ -273,12 +287,12 @@ async def test_limit_launch_counts_every_rate_and_stops_at_the_first_refusal(sto
 
 async def test_repo_in_flight_counts_recorded_launches_until_their_ttl(store, clock):
     assert (await store.limit_launch([], "gh/x/y")).repo_in_flight == 0
-    assert await store.record_launch("a", 10, repo_key="gh/x/y", repo_ttl=100) is True
+    assert bool(await store.record_launch("a", 10, repo_key="gh/x/y", repo_ttl=100)) is True
     clock.advance(1)
-    assert await store.record_launch("b", 10, {"timestamp": T0 + 1}, repo_key="gh/x/y", repo_ttl=100) is True
+    assert bool(await store.record_launch("b", 10, {"timestamp": T0 + 1}, repo_key="gh/x/y", repo_ttl=100)) is True
     await store.record_launch("a", 10, repo_key="gh/other/repo", repo_ttl=100)
     await store.record_launch("a", 10)                            # no repository: not counted for any
-    assert await store.record_launch("a", 10, limit=0, repo_key="gh/x/y", repo_ttl=100) is False  # not recorded
+    assert bool(await store.record_launch("a", 10, limit=0, repo_key="gh/x/y", repo_ttl=100)) is False  # not recorded
     assert (await store.limit_launch([], "gh/x/y")).repo_in_flight == 2
     assert (await store.limit_launch([RateCheck("c", 5, 10)], "gh/other/repo")) == LimitState(None, 0.0, 1)
     clock.advance(20)                                             # member in-flight counts are over, repo's are not
@@ -291,6 +305,26 @@ async def test_repo_in_flight_counts_recorded_launches_until_their_ttl(store, cl
     clock.advance(1)                                              # T0+101.5: both expired
     assert (await store.limit_launch([], "gh/x/y")).repo_in_flight == 0
     assert (await store.limit_launch([], "gh/other/repo")).repo_in_flight == 0
+
+
+async def test_record_launch_checks_the_repository_cap_in_the_same_step(store, clock):
+    assert await store.record_launch("a", 10, repo_key="gh/x/y", repo_ttl=100, repo_cap=2) == RecordResult(True)
+    assert await store.record_launch("b", 10, {"timestamp": T0}, repo_key="gh/x/y", repo_ttl=100, repo_cap=2)
+    # At the cap: refused, saying so, and nothing of it counted or logged.
+    assert await store.record_launch("a", 10, {"timestamp": T0}, repo_key="gh/x/y", repo_ttl=100,
+                                     repo_cap=2) == RecordResult(False, REPO_CAP, 2)
+    assert await store.in_flight() == {"a": 1, "b": 1}
+    assert len(await store.recent_launches(0)) == 1
+    # The cap is checked before the member's room: placing the launch elsewhere cannot help it.
+    assert await store.record_launch("a", 10, limit=0, repo_key="gh/x/y", repo_ttl=100,
+                                     repo_cap=2) == RecordResult(False, REPO_CAP, 2)
+    assert await store.record_launch("a", 10, limit=0, repo_key="gh/x/y", repo_ttl=100,
+                                     repo_cap=3) == RecordResult(False, MEMBER_FULL)
+    assert await store.record_launch("c", 10, repo_key="gh/other/repo", repo_ttl=100, repo_cap=0) == RecordResult(
+        False, REPO_CAP, 0)                                     # no room at all (its servers fill the cap)
+    assert await store.record_launch("c", 10, repo_key="gh/x/y", repo_ttl=100)   # no cap given: counted
+    clock.advance(101)                                          # all of the repository's launches expired
+    assert await store.record_launch("a", 10, repo_key="gh/x/y", repo_ttl=100, repo_cap=1)
 
 
 # -- leases -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from federation.members import Member
 from federation.membership import Membership
 from health.outlier import OutlierDetector
 from tests.conftest import member_of, member_states
-from tests.support.streams import COOKIE, LAUNCH, mark_healthy, read_events, stream_config
+from tests.support.streams import COOKIE, LAUNCH, mark_healthy, read_events, sticky, stream_config
 from tests.support.waiting import eventually
 
 T0 = 1_800_000_000.0
@@ -140,14 +140,14 @@ async def test_failing_member_is_ejected_by_relayed_launches_and_returns(start_d
 
     caplog.set_level(logging.INFO, logger="binderfed.outlier")
     for _ in range(2):
-        async with http.get(router.url + LAUNCH, cookies={COOKIE: "broken"}) as response:
+        async with http.get(router.url + LAUNCH, cookies={COOKIE: sticky(router, "broken")}) as response:
             events = await read_events(response)
         assert "Member broken failed (HTTP 500); trying member good" in events[0].data
         assert '"phase": "ready"' in events[-1].data  # each launch still reached ready on "good"
     assert (await member_states(http, router))["broken"] == "ejected"
     assert "member broken ejected for 1 s after 2 consecutive infrastructure failures (last: http_5xx)" in caplog.text
     # While ejected, even the sticky cookie does not send launches there.
-    async with http.get(router.url + LAUNCH, cookies={COOKIE: "broken"}) as response:
+    async with http.get(router.url + LAUNCH, cookies={COOKIE: sticky(router, "broken")}) as response:
         assert response.headers["X-Binder-Federation-Member"] == "good"
         await read_events(response)
     assert len(broken.build_requests) == 2

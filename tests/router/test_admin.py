@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 import signal
 
 import pytest
+from yarl import URL
 
 from federation import config as config_mod
 from federation.store import open_store
@@ -156,15 +158,42 @@ async def test_weight_overrides_list_and_clear(federation, http):
     (b"{not json", "not valid JSON"),
     (b"[1, 2]", "must be a JSON object"),
     (b"{}", 'missing "weight"'),
-    (b'{"weight": -1}', "weight must be a number >= 0"),
-    (b'{"weight": "2"}', "weight must be a number >= 0"),
-    (b'{"weight": true}', "weight must be a number >= 0"),
+    (b'{"weight": -1}', "weight must be a number from 0 to 1000"),
+    (b'{"weight": "2"}', "weight must be a number from 0 to 1000"),
+    (b'{"weight": true}', "weight must be a number from 0 to 1000"),
     (b'{"weight": 1, "note": 5}', "note must be a string"),
+    # What used to be a 500: an integer too large for a float, NaN/Infinity, nesting deeper than the parser.
+    (b'{"weight": 1' + b"0" * 400 + b"}", "weight must be a number from 0 to 1000"),
+    (b'{"weight": 1e999}', "weight must be a finite number"),
+    (b'{"weight": NaN}', "weight must be a finite number"),
+    (b'{"weight": 1000000000}', "weight must be a number from 0 to 1000"),
+    (b'{"weight": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested too deeply"),
+    (b'{"weight": 1, "note": ' + b'{"a":' * 5_000 + b"1" + b"}" * 5_000 + b"}", "nested too deeply"),
 ])
 async def test_bad_bodies_are_400_with_a_message(federation, http, body, problem):
     async with http.put(f"{federation.url}{ADMIN}/members/alpha/weight", headers=bearer(), data=body) as response:
         assert response.status == 400
         assert problem in (await response.json())["error"]
+
+
+async def test_hostile_requests_get_a_4xx_never_a_500(federation, http):
+    port = URL(federation.url).port
+    # A bearer token with non-ASCII bytes (latin-1 on the wire): 401, not a 500 from the comparison.
+    for token in ("t\u00f6ken-0123456789abcdef", "\u00ff" * 40, "correct-horse-battery-stapl\u00e9"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {ADMIN}/overrides HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     f"Authorization: Bearer {token}\r\n\r\n".encode("latin-1"))
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert b"malformed admin token" in answer
+    # A body larger than the admin API reads is refused, saying so.
+    async with http.put(f"{federation.url}{ADMIN}/members/alpha/weight", headers=bearer(),
+                        data=b'{"weight": 1, "note": "' + b"x" * 100_000 + b'"}') as response:
+        assert response.status == 413 and "larger than" in (await response.json())["error"]
+    async with http.get(f"{federation.url}/health") as response:
+        assert response.status == 200   # still serving
 
 
 async def test_unknown_member_is_404(federation, http):

@@ -35,7 +35,8 @@ from federation.spec import LaunchRequest, SpecError, parse_launch
 from federation.store import MemoryStore
 from router.app import MAX_LINE, create_app
 from tests.conftest import fast_config, member_of, member_states
-from tests.support.streams import LAUNCH, mark_healthy, read_events, stream_config
+from tests.support.servers import serve_on_loopback
+from tests.support.streams import LAUNCH, mark_healthy, read_events, sticky, stream_config
 from tests.support.waiting import eventually
 
 # One member behind a path prefix (a BinderHub served under /alpha), one at the root.
@@ -319,10 +320,7 @@ class HostileMember:
         app.router.add_get("/health", self.answer)
         app.router.add_get("/versions", self.answer)
         app.router.add_get("/build/{tail:.*}", self.answer)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self.runner, self.url = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:
@@ -344,6 +342,18 @@ class HostileMember:
                 return response
             return web.Response(body=b'{"ok": true, "checks": [], "pad": "' + b"x" * (4 << 20) + b'"}',
                                 content_type="application/json")
+        if self.mode.startswith("ready_") and stream:
+            # A complete, well-formed stream whose ready event sends the visitor somewhere else.
+            url = {"ready_elsewhere": "https://evil.example/user/x/", "ready_javascript": "javascript:alert(1)//",
+                   "ready_credentials": f"http://user:pw@{request.host}/user/x/", "ready_no_url": None}[self.mode]
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            ready = {"phase": "ready", "message": "server running\n", "token": "SECRET-TOKEN", "url": url}
+            await response.write(b'data: {"phase": "launching", "message": "starting\\n"}\n\n'
+                                 + b"data: " + json.dumps(ready).encode() + b"\n\n")
+            return response
+        if self.mode.startswith("ready_"):
+            return web.json_response({"ok": True, "checks": []})
         if self.mode == "endless":
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream" if stream else "application/json"})
             await response.prepare(request)
@@ -355,6 +365,7 @@ class HostileMember:
 
 
 HOSTILE_MODES = ["not_json", "giant", "endless", "redirect_loop"]
+READY_MODES = ["ready_elsewhere", "ready_javascript", "ready_credentials", "ready_no_url"]
 
 
 @pytest.fixture
@@ -392,7 +403,7 @@ async def test_the_prober_marks_hostile_members_unhealthy_and_the_router_keeps_s
             assert response.status == 307 and response.headers["X-Binder-Federation-Member"] == "good"
 
 
-@pytest.mark.parametrize("mode", HOSTILE_MODES)
+@pytest.mark.parametrize("mode", HOSTILE_MODES + READY_MODES)
 async def test_the_relay_fails_over_from_a_hostile_member(mode, hostile, start_devhub, start_router, http):
     good = await start_devhub("good")
     bad = await hostile(mode)
@@ -400,12 +411,47 @@ async def test_the_relay_fails_over_from_a_hostile_member(mode, hostile, start_d
     router = await start_router(stream_config([Member(name="bad", url=bad.url), member_of(good)], stall_timeout=2),
                                 store, probe=False)
     await mark_healthy(store, "bad", "good")
-    # Last-Event-ID names the hostile member: it is the first choice.
-    async with http.get(router.url + LAUNCH, headers={"Last-Event-ID": "bad"}) as response:
+    # Last-Event-ID names the hostile member (signed, as the router's own failover ids are): it is the first choice.
+    async with http.get(router.url + LAUNCH, headers={"Last-Event-ID": sticky(router, "bad")}) as response:
         assert response.status == 200
         events = await read_events(response)
     data = [json.loads(e.data) for e in events]
     assert any("Member bad failed" in d.get("message", "") for d in data), data
-    assert data[-1]["phase"] == "ready" and data[-1]["url"].startswith(good.url)
+    assert data[-1]["phase"] == "ready" and data[-1].get("url", "").startswith(good.url), data
+    # A ready event pointing off the member's origin never reaches the visitor, nor its token.
+    assert "SECRET-TOKEN" not in json.dumps(data) and "evil.example" not in json.dumps(data)
     async with http.get(router.url + "/health") as response:
         assert response.status == 200
+
+
+# -- unauthenticated cost ---------------------------------------------------------------------------
+
+
+async def test_visitor_chosen_keys_fill_no_cache_of_the_process(redirect_router, http):
+    # Thousands of distinct, long repository keys through the public explain API: what the
+    # router keeps must not grow with them (it once kept every key in a process-wide lru_cache).
+    import gc
+    import tracemalloc
+
+    def path(i: int) -> str:
+        url = f"https://git{i}.example.org/" + "x" * 1500 + f"/{i}"   # launch paths are at most 2048 characters
+        return "/v2/git/" + url.replace(":", "%3A").replace("/", "%2F") + "/HEAD"
+
+    async def explain(i: int) -> None:
+        async with http.get(redirect_router.url + "/api/v1/place", params={"path": path(i)}) as response:
+            assert response.status == 200
+
+    for i in range(50):   # warm up: connections, caches of the HTTP machinery
+        await explain(i)
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(50, 2050):
+            await explain(i)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # 2000 keys of 1.5 KB would be 3 MB kept; a bounded router keeps none of them.
+    assert grown < 1_000_000, grown

@@ -125,3 +125,45 @@ async def test_reconnecting_event_source_stays_on_the_member_it_failed_over_to(s
     assert "Jupyter server" in await browser.text("h1")
     # The reconnect (Last-Event-ID naming the second member) went back there, not to the first choice.
     assert len(first.build_requests) == 1 and len(second.build_requests) == 2
+
+
+# (query string of the launch link, the path the browser must end on under the server's own path)
+SERVER_PATHS = [
+    # Absolute, scheme-relative and backslash URLs are path segments on the server, never a new origin.
+    ("urlpath=https://evil.example/steal", "https://evil.example/steal"),
+    ("urlpath=https%3A%2F%2Fevil.example%2Fsteal", "https://evil.example/steal"),
+    ("urlpath=//evil.example/x", "evil.example/x"),
+    ("urlpath=%2F%2Fevil.example%2Fx", "evil.example/x"),
+    ("urlpath=%5C%5Cevil.example/x", "evil.example/x"),
+    ("urlpath=/%5Cevil.example/x", "evil.example/x"),
+    ("urlpath=javascript:alert(1)", "javascript:alert(1)"),
+    # Dot segments that would leave the server's path (another user's server) open its root.
+    ("urlpath=..%2F..%2Fother%2F", ""),
+    ("urlpath=%2e%2e/%2e%2e/other/", ""),
+    ("labpath=../../../other", ""),
+    ("labpath=https://evil.example/x", "doc/tree/https://evil.example/x"),
+    ("labpath=%2F%2Fevil.example%2Fx", "doc/tree///evil.example/x"),
+    ("filepath=%5C%5Cevil.example", "tree/%5C%5Cevil.example"),
+    ("filepath=https:%2F%2Fevil.example", "tree/https://evil.example"),
+    # What launch links ordinarily carry still works as on BinderHub.
+    ("urlpath=lab/tree/a.ipynb", "lab/tree/a.ipynb"),
+    ("urlpath=%2Flab%3Freset%3D1", "lab"),
+    ("labpath=dir/a%20b.ipynb", "doc/tree/dir/a%20b.ipynb"),
+    ("filepath=notebooks/index.ipynb/", "tree/notebooks/index.ipynb"),
+]
+
+
+async def test_urlpath_labpath_filepath_never_leave_the_servers_origin(stream_router, browser):  # noqa: F811
+    router, hubs = await stream_router()
+    origins = {h.url for h in hubs}
+    for query, path in SERVER_PATHS:
+        await browser.get(router.url + f"/v2/{SPEC}?{query}")
+        await browser.wait_until(lambda d: "/user/" in d.current_url and "token=" in d.current_url, timeout=15,
+                                 what=f"the redirect to the server for ?{query}")
+        url = URL(await browser.current_url(), encoded=True)
+        assert str(url.origin()) in origins, (query, str(url))
+        user = "/".join(url.raw_path.split("/")[:3]) + "/"           # /user/<server name>/
+        assert url.raw_path == user + path, (query, str(url))
+        assert url.query["token"], (query, str(url))
+        if query == "urlpath=%2Flab%3Freset%3D1":
+            assert url.query["reset"] == "1"                            # the path's own query is kept

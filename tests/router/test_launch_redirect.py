@@ -10,6 +10,7 @@ from yarl import URL
 
 from federation.members import Member
 from tests.conftest import fast_config, member_of, member_states
+from tests.support.streams import COOKIE, sticky, sticky_member
 from tests.support.waiting import eventually
 
 LAUNCHES = [
@@ -160,10 +161,17 @@ async def test_sticky_cookie_is_honoured_only_while_its_member_is_admissible(fed
     async with http.get(router.url + target, allow_redirects=False) as r:
         first = r.headers["X-Binder-Federation-Member"]
     other = next(h.settings.name for h in hubs if h.settings.name != first)
-    cookies = {"binder-federation-member": other}
+    # Only a value the router signed names a member: the bare name (or one signed for another
+    # repository) does not.
+    for forged in (other, sticky(router, other, "/v2/gh/org/elsewhere/HEAD")):
+        async with http.get(router.url + target, allow_redirects=False, cookies={COOKIE: forged}) as r:
+            assert r.status == 307 and r.headers["X-Binder-Federation-Reason"] != "cookie"
+    cookies = {COOKIE: sticky(router, other, target)}
     async with http.get(router.url + target, allow_redirects=False, cookies=cookies) as r:
         assert r.headers["X-Binder-Federation-Member"] == other
         assert r.headers["X-Binder-Federation-Reason"] == "cookie"
+        # The cookie handed out is the signed value again, on a fixed path.
+        assert sticky_member(router, r.cookies[COOKIE].value, target) == other and r.cookies[COOKIE]["path"] == "/"
     next(h for h in hubs if h.settings.name == other).set_faults(unhealthy=True)
     await wait_states(http, router, {other: "unhealthy"})
     async with http.get(router.url + target, allow_redirects=False, cookies=cookies) as r:

@@ -6,6 +6,7 @@ placement matters, members whose status the test writes into the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -18,10 +19,10 @@ from yarl import URL
 from federation import config as config_mod
 from federation.config import AgentToken, BanRule, LimitSettings, RateLimit, ReportSettings
 from federation.members import Member, MemberState, MemberStatus
-from federation.store import open_store
+from federation.store import MemoryStore, open_store
 from hub.report import Capacity, MemberReport, RunningRepo, Usage, report_key, seal
 from federation.spec import parse_launch
-from router.clients import client_key, forwarded_chain
+from router.clients import client_key, forwarded_chain, hop_address, trusted_networks
 from router.limits import repo_cap
 from tests.conftest import fast_config
 from tests.support.waiting import eventually
@@ -146,8 +147,28 @@ async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(router_with
         assert statuses == [307, 307, 429] if client == "198.51.100.1" else statuses == [429, 429, 429]
 
 
+async def test_every_x_forwarded_for_line_counts_and_ports_do_not_make_new_clients(router_with, http, redis_url):
+    # 127.0.0.1 is the trusted proxy in front, and it appends its own X-Forwarded-For line
+    # (naming the real client) to whatever line the client sent itself.
+    router = await router_with(limited(per_client=RateLimit(2, 60), trusted=("127.0.0.0/8",)),
+                               store=open_store(redis_url))
+
+    async def launch(*lines: str) -> int:
+        headers = [("X-Forwarded-For", line) for line in lines]
+        async with http.get(router.url + "/v2/gh/org/repo/HEAD", headers=headers, allow_redirects=False) as r:
+            return r.status
+
+    # A client spoofing a first line is still itself: it can neither evade its own limit...
+    assert [await launch(f"198.51.100.{i}", "203.0.113.5") for i in range(3)] == [307, 307, 429]
+    # ... nor spend the budget of the address it named: that client still has all of its own.
+    assert [await launch("198.51.100.0") for _ in range(3)] == [307, 307, 429]
+    # `ip:port` entries are the address alone: one budget, whatever the source port.
+    assert [await launch(f"192.0.2.9:{port}") for port in (1111, 2222, 3333)] == [307, 307, 429]
+    assert [await launch(f"[2001:db8::9]:{port}") for port in (1, 2, 3)] == [307, 307, 429]
+
+
 def test_client_address_and_keys():
-    trusted = ("10.0.0.0/8", "2001:db8::/32", "not-a-network")
+    trusted = trusted_networks(("10.0.0.0/8", "2001:db8::/32", "not-a-network"))
     assert forwarded_chain("10.1.2.3", "203.0.113.9, 10.9.9.9", trusted) == (
         ["203.0.113.9", "10.9.9.9", "10.1.2.3"], "203.0.113.9")
     assert forwarded_chain("203.0.113.1", "10.0.0.1", trusted) == (["203.0.113.1"], "203.0.113.1")
@@ -156,6 +177,11 @@ def test_client_address_and_keys():
     assert forwarded_chain(None, "203.0.113.9", trusted) == ([], "unknown")
     assert client_key("2001:db8:1:2:3:4:5:6") == client_key("2001:db8:1:2:ffff::1") == "2001:db8:1:2::/64"
     assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert client_key("192.0.2.1:5555") == client_key("192.0.2.1:6666") == "192.0.2.1"
+    assert [hop_address(h) for h in ("192.0.2.1:80", "[2001:db8::1]:443", "2001:db8::1", " 192.0.2.1 ", "x:y")] == [
+        "192.0.2.1", "2001:db8::1", "2001:db8::1", "192.0.2.1", "x:y"]
+    # Every X-Forwarded-For line counts, in order: the proxy's appended line names the client.
+    assert forwarded_chain("10.1.2.3", ["198.51.100.7", "203.0.113.9"], trusted)[1] == "203.0.113.9"
     assert client_key(" garbage\x00" * 20) != ""
     assert len(client_key("x" * 1000)) <= 64
 
@@ -238,6 +264,38 @@ async def test_limits_are_shared_by_replicas_through_redis(start_router, redis_s
     assert (await refused(http, one, "rate_limit_client"), await refused(http, two, "repo_cap")) == (1, 1)
 
 
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_a_concurrent_burst_never_gets_past_the_repo_cap(start_router, redis_url, http, replicas):
+    # 40 launches of one repository at once, split across replicas sharing one Redis: each
+    # replica reads the same "0 in progress" before any of them records, so only a cap
+    # checked in the step that counts the launch holds.
+    config = limited(repo_concurrency=5)
+    routers = []
+    for _ in range(replicas):
+        store = open_store(redis_url)
+        routers.append(await start_router(config, store=store, probe=False))
+        await healthy(store)
+
+    async def launch(i: int) -> int:
+        router = routers[i % replicas]
+        async with http.get(router.url + f"/v2/gh/org/viral/ref{i}", allow_redirects=False) as response:
+            return response.status
+
+    statuses = await asyncio.gather(*(launch(i) for i in range(40)))
+    assert sorted(statuses) == [307] * 5 + [429] * 35
+    assert sum([await refused(http, router, "repo_cap") for router in routers]) == 35
+    assert (await get(http, routers[0], "/v2/gh/org/other/HEAD"))[0] == 307       # other repositories launch
+
+
+async def test_the_repo_cap_holds_in_memory_for_a_concurrent_burst(start_router, http):
+    store = MemoryStore()
+    router = await start_router(limited(repo_concurrency=3), store=store, probe=False)
+    await healthy(store)
+    answers = await asyncio.gather(*(get(http, router, f"/build/gh/org/viral/r{i}") for i in range(20)))
+    assert sorted(status for status, _, _ in answers) == [200] * 17 + [307] * 3
+    assert sum('"status_code": 429' in body for _, _, body in answers) == 17   # /build/: refused in band
+
+
 async def test_repo_cap_counts_running_servers_from_agent_reports(start_router, redis_server, http, tmp_path):
     if redis_server.proc is None:
         redis_server.start()
@@ -287,6 +345,24 @@ async def test_banned_repository_gets_403_with_the_configured_message(router_wit
     assert (await get(http, router, "/repo/evil-org/miner"))[0] == 403                 # legacy links too
     assert await refused(http, router, "banned") == 4
     assert any("banned" in r.getMessage() and "evil-org" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_ban_applies_to_every_alias_of_a_repository(router_with, http):
+    bans = (BanRule(re.compile(r"^gh/org/", re.I), "Banned org."), BanRule(re.compile(r"^gist/evil-user/", re.I)))
+    router = await router_with(replace(limited(), limits=LimitSettings(enabled=False, banned=bans)))
+    for alias in ("/v2/gh/Org/x/HEAD", "/v2/git/https%3A%2F%2Fgithub.com%2Forg%2Fx/HEAD",
+                  "/v2/git/https%3A%2F%2Fwww.github.com%2FORG%2Fx.git/main", "/build/git/http%3A%2F%2Fgithub.com%2Forg%2Fy/a",
+                  "/v2/gist/evil-user/abc123", "/v2/git/https%3A%2F%2Fgist.github.com%2Fevil-user%2Fabc123.git/HEAD"):
+        status, _, body = await get(http, router, alias)
+        assert status == 403 or (status == 200 and '"status_code": 403' in body), alias
+    assert (await get(http, router, "/v2/git/https%3A%2F%2Fgithub.com%2Fother%2Fx/HEAD"))[0] == 307
+
+
+async def test_per_repo_budgets_count_every_alias_as_one_repository(router_with, http):
+    router = await router_with(limited(per_repo=RateLimit(3, 600)))
+    aliases = ["/v2/gh/org/repo/HEAD", "/v2/git/https%3A%2F%2Fgithub.com%2FOrg%2FRepo.git/main", "/repo/org/repo"]
+    assert [(await get(http, router, a))[0] for a in aliases] == [307, 307, 307]
+    assert (await get(http, router, "/v2/git/https%3A%2F%2Fwww.github.com%2Forg%2Frepo/v2"))[0] == 429
 
 
 async def test_a_ban_added_to_the_config_file_applies_without_a_restart(router_with, http, tmp_path):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 import logging
 import textwrap
+from dataclasses import replace
 
 import pytest
+from yarl import URL
 
 from federation import config as config_mod
+from federation.config import ConsulSettings
 from federation.member_cli import Registration, deregister_member, register_member
 from router.sources import SOURCES
-from tests.conftest import member_states
+from tests.conftest import fast_config, member_states
 from tests.support.consul_double import ConsulDouble
 from tests.support.waiting import eventually
 
@@ -169,7 +172,9 @@ async def consul_double():
 
 
 def consul_yaml(double: ConsulDouble, *members, extra: str = "") -> str:
-    return yaml_members(*members, extra=f"consul:\n  enabled: true\n  url: {double.url}\n  wait: 5\n" + extra)
+    # The dev members listen on loopback: an address entry admits them (a name pattern never would).
+    return yaml_members(*members, extra=f"consul:\n  enabled: true\n  url: {double.url}\n  wait: 5\n"
+                                        "  allowed_hosts: ['127.0.0.1']\n" + extra)
 
 
 async def test_consul_registered_member_is_routed_to_and_deregistered_one_is_not(
@@ -250,3 +255,23 @@ async def test_enabling_consul_by_reload_starts_watching(start_devhub, start_rou
     await eventually(lambda: _names(http, router, ["alpha", "gesis"]), timeout=5, what="gesis after enabling Consul")
     path.write_text(yaml_members(("alpha", alpha.url)))
     await eventually(lambda: _names(http, router, ["alpha"]), timeout=5, what="gesis gone after disabling Consul")
+
+
+async def test_a_registration_on_a_listed_name_is_probed_and_one_off_the_list_never_is(start_devhub, start_router,
+                                                                                      http, consul_double):
+    listed, unlisted = await start_devhub("listed"), await start_devhub("unlisted")
+    config = fast_config([])
+    consul = ConsulSettings(enabled=True, url=consul_double.url, wait=5, allowed_hosts=("localhost",))
+    router = await start_router(replace(config, consul=consul))
+    await register_member(consul_double.url, Registration(name="listed", url=f"http://localhost:{URL(listed.url).port}",
+                                                          check=False))
+    await register_member(consul_double.url, Registration(name="unlisted", url=unlisted.url, check=False))
+    await eventually(lambda: _healthy(http, router, "listed"), timeout=10, what="the listed registration healthy")
+    assert set(await member_states(http, router)) == {"listed"}   # 127.0.0.1 is not on the list
+    async with http.get(router.url + "/v2/gh/org/repo/HEAD", allow_redirects=False) as response:
+        assert response.status == 307
+        assert response.headers["Location"].startswith(f"http://localhost:{URL(listed.url).port}/")
+
+
+async def _healthy(http, router, name: str) -> bool:
+    return (await member_states(http, router)).get(name) == "healthy"

@@ -13,10 +13,12 @@ from federation.config import ForwardModes
 from federation.members import Member, Override
 from hub.events import Comment, Event, SSEDecoder
 from hub.failures import FailureCause
+from router.clients import trusted_networks
 from router.relay import STREAMS, forwarded_headers
 from tests.conftest import member_of
-from tests.support.replay_member import FIXTURE, ReplayMember
-from tests.support.streams import COOKIE, LAUNCH, mark_healthy, phases, read_events, stream_config
+from tests.support.replay_member import FIXTURE, RECORDED_HUB, ReplayMember
+from tests.support.streams import (COOKIE, LAUNCH, mark_healthy, phases, read_events, sticky, sticky_member,
+                                   stream_config)
 from tests.support.waiting import eventually
 
 async def metrics_text(http, router) -> str:
@@ -59,7 +61,8 @@ async def test_failover_reaches_ready_on_the_next_member(fault, start_devhub, st
     await mark_healthy(store, bad_member.name, "good")
 
     # The sticky cookie makes the failing member the first choice.
-    async with http.get(router.url + LAUNCH + "?urlpath=lab", cookies={COOKIE: bad_member.name}) as response:
+    cookies = {COOKIE: sticky(router, bad_member.name)}
+    async with http.get(router.url + LAUNCH + "?urlpath=lab", cookies=cookies) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
         events = await read_events(response)
@@ -67,14 +70,14 @@ async def test_failover_reaches_ready_on_the_next_member(fault, start_devhub, st
     # good one when the bad one failed before any event, else the first choice.
     named = bad_member.name if fault == "stalled" else "good"
     assert response.headers["X-Binder-Federation-Member"] == named
-    assert response.cookies[COOKIE].value == named
+    assert sticky_member(router, response.cookies[COOKIE].value) == named and response.cookies[COOKIE]["path"] == "/"
     assert response.headers["X-Binder-Federation-Reason"] == ("cookie" if fault == "stalled" else "failover")
 
     failover = [e for e in events if "trying member" in e.data]
     assert len(failover) == 1, events
     notice = json.loads(failover[0].data)
     assert notice["message"] == f"Member {bad_member.name} failed ({_detail(fault)}); trying member good\n"
-    assert failover[0].id == "good"  # a reconnecting EventSource sends it back as Last-Event-ID
+    assert failover[0].id == sticky(router, "good")  # a reconnecting EventSource sends it back as Last-Event-ID
     if fault == "stalled":
         assert notice["phase"] == "building"  # the phase the client last saw, unchanged
     ready = json.loads(events[-1].data)
@@ -158,12 +161,17 @@ async def test_last_event_id_of_a_reconnecting_event_source_picks_its_member(sta
         await read_events(response)
     other = next(h.settings.name for h in hubs if h.settings.name != first)
     # The cookie names the first choice; the id of the last event seen (a failover notice) wins.
-    async with http.get(router.url + LAUNCH, headers={"Last-Event-ID": other}, cookies={COOKIE: first}) as response:
+    async with http.get(router.url + LAUNCH, headers={"Last-Event-ID": sticky(router, other)},
+                        cookies={COOKIE: sticky(router, first)}) as response:
         assert response.headers["X-Binder-Federation-Member"] == other
         assert response.headers["X-Binder-Federation-Reason"] == "cookie"
         assert phases(await read_events(response))[-1] == "ready"
-    async with http.get(router.url + LAUNCH, headers={"Last-Event-ID": "nobody"}, cookies={COOKIE: first}) as response:
-        assert response.headers["X-Binder-Federation-Member"] == first
+    for unsigned in ("nobody", other, sticky(router, other, "/build/gh/org/another-repo/HEAD"), other + ".AAAA"):
+        # A value the router did not sign (or signed for another repository) is ignored.
+        async with http.get(router.url + LAUNCH, headers={"Last-Event-ID": unsigned},
+                            cookies={COOKIE: sticky(router, first)}) as response:
+            assert response.headers["X-Binder-Federation-Member"] == first
+            await read_events(response)
 
 
 async def test_client_disconnect_closes_the_upstream_stream_promptly(start_devhub, start_router, make_store, http):
@@ -217,7 +225,8 @@ async def test_recorded_binderhub_stream_is_relayed_event_for_event(start_router
     await member.start()
     try:
         store = make_store()
-        router = await start_router(stream_config([Member(name="replay", url=member.url)]), store, probe=False)
+        replay = Member(name="replay", url=member.url, hub_url=RECORDED_HUB)
+        router = await start_router(stream_config([replay]), store, probe=False)
         await mark_healthy(store, "replay")
         async with http.get(router.url + "/build/gh/binder-examples/octave/HEAD") as response:
             relayed = await read_events(response)
@@ -238,7 +247,8 @@ async def test_visitor_address_reaches_the_member_and_credentials_do_not(start_r
         for trusted, chain, real in [((), "127.0.0.1", "127.0.0.1"),
                                      (("127.0.0.0/8",), "203.0.113.9, 127.0.0.1", "203.0.113.9")]:
             store = make_store()
-            router = await start_router(stream_config([Member(name="replay", url=member.url)], trusted=trusted),
+            replay = Member(name="replay", url=member.url, hub_url=RECORDED_HUB)
+            router = await start_router(stream_config([replay], trusted=trusted),
                                         store, probe=False)
             await mark_healthy(store, "replay")
             url = URL(router.url + LAUNCH + "?urlpath=lab%2Ftree%2Fa.ipynb", encoded=True)  # sent as written
@@ -263,9 +273,13 @@ async def test_visitor_address_reaches_the_member_and_credentials_do_not(start_r
     ("10.0.0.5", "10.0.0.6", ("10.0.0.0/8",), ("10.0.0.6, 10.0.0.5", "10.0.0.6")),      # only proxies: leftmost
     ("10.0.0.5", "spoofed, 203.0.113.9", ("10.0.0.0/8",), ("spoofed, 203.0.113.9, 10.0.0.5", "203.0.113.9")),
     ("2001:db8::1", None, ("10.0.0.0/8",), ("2001:db8::1", "2001:db8::1")),
+    # Every header line, in order; ports dropped.
+    ("10.0.0.5", ["198.51.100.7", "203.0.113.9:5123"], ("10.0.0.0/8",),
+     ("198.51.100.7, 203.0.113.9, 10.0.0.5", "203.0.113.9")),
+    ("10.0.0.5", ["[2001:db8::7]:443, 10.0.0.9"], ("10.0.0.0/8",), ("2001:db8::7, 10.0.0.9, 10.0.0.5", "2001:db8::7")),
 ])
 def test_forwarded_headers(peer, claimed, trusted, expected):
-    headers = forwarded_headers(peer, claimed, trusted)
+    headers = forwarded_headers(peer, claimed, trusted_networks(trusted))
     assert (headers["X-Forwarded-For"], headers["X-Real-Ip"]) == expected
 
 
@@ -322,12 +336,13 @@ async def test_failover_skips_members_drained_since_the_decision(start_devhub, s
     router = await start_router(stream_config([member_of(h) for h in hubs.values()], stall_timeout=0.5), store,
                                 probe=False)
     await mark_healthy(store, "bad", "b", "c")
-    async with http.get(router.url + "/api/v1/place", params={"path": LAUNCH, "cookie": "bad"}) as response:
+    params = {"path": LAUNCH, "cookie": sticky(router, "bad")}
+    async with http.get(router.url + "/api/v1/place", params=params) as response:
         ranking = (await response.json())["ranking"]
     assert ranking[0] == "bad"
     drained, next_up = ranking[1], ranking[2]
 
-    async with http.get(router.url + LAUNCH, cookies={COOKIE: "bad"}) as response:
+    async with http.get(router.url + LAUNCH, cookies={COOKIE: sticky(router, "bad")}) as response:
         decoder, events = SSEDecoder(), []
         async for chunk in response.content.iter_any():
             new = [i for i in decoder.feed(chunk) if isinstance(i, Event)]

@@ -15,8 +15,10 @@ import time
 from dataclasses import replace
 
 import pytest
+import redis.asyncio as redis
 
 from federation.config import FederationConfig
+from federation.members import Override
 from federation.spec import parse_launch
 from federation.store import open_store
 from tests.conftest import RouterHandle, fast_config, member_of
@@ -250,3 +252,26 @@ async def test_killing_redis_mid_traffic_fails_no_launch_and_sharing_resumes(sta
     assert status == 307
     after_members = await members_of(http, b)
     assert after_members[member]["in_flight"] == before[member] + 1
+
+
+async def test_a_store_error_that_is_no_outage_keeps_replicas_sharing_and_is_counted(start_devhub, start_router,
+                                                                                    redis_url, http, caplog):
+    hubs = [await start_devhub(name, quota=50) for name in ("alpha", "beta")]
+    routers = await start_replicas(start_router, replica_config([member_of(h) for h in hubs]), redis_url)
+    await wait_all(http, routers, {"alpha": "healthy", "beta": "healthy"})
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        await admin.set("binderfed:inflight-members", "not a set")     # a key of the wrong type: WRONGTYPE in Lua
+        for router in routers:
+            status, member, _ = await launch(http, router, "/v2/gh/org/repo/HEAD")
+            assert status == 307 and member in ("alpha", "beta")          # answered from the replica's memory
+            health = await get_json(http, router.url + "/health")
+            assert health["store"] == "ok"                                 # not "degraded": Redis is there
+            assert sample_sum(await metrics(http, router), "federation_store_errors_total") >= 1
+        assert any(r.levelno == logging.ERROR and "WRONGTYPE" in r.getMessage() for r in caplog.records)
+    finally:
+        await admin.delete("binderfed:inflight-members")
+        await admin.aclose()
+    # Sharing goes on: a drain written on one replica is seen by the other at once.
+    await routers[0].ctx.store.set_override("alpha", Override(draining=True, by="test"))
+    await wait_all(http, routers[1:], {"alpha": "draining"}, timeout=3)

@@ -3,14 +3,16 @@ and what a person sees in headless Chromium, against real dev members."""
 
 from __future__ import annotations
 
+import time
+
 import html5lib
 import pytest
 from yarl import URL
 
 from federation.members import Member, MemberState, MemberStatus, Override
-from federation.store import MemoryStore
+from federation.store import MemoryStore, open_store
 from federation.view import FederationView, MemberView
-from router.status import BUCKET, WINDOW, build_status_page
+from router.status import MINUTES, build_status_page
 from tests.conftest import fast_config, member_of, member_states
 from tests.support.browser import ARTIFACTS, browser  # noqa: F401  (fixture)
 from tests.support.waiting import eventually
@@ -46,13 +48,10 @@ def test_summary_counts_healthy_members_recent_launches_and_free_capacity():
         member_view("gamma", MemberState.FULL, quota=4, pods=4),
         member_view("delta", MemberState.UNHEALTHY),
     )
-    launches = [{"timestamp": NOW - 10, "member": "alpha", "reason": "affinity"},
-                {"timestamp": NOW - WINDOW + 1, "member": "alpha", "reason": "cache"},
-                {"timestamp": NOW - WINDOW - 1, "member": "alpha", "reason": "cache"},   # too old
-                {"member": "alpha"}]                                                       # no timestamp
-    page = build_status_page(view, launches, NOW, headroom=1)
+    per_minute = [5] + [0] * 58 + [2]      # 61 minutes: only the last 60 count
+    page = build_status_page(view, [9] + per_minute, NOW, headroom=1)
     assert (page.healthy, page.total) == (2, 4)
-    assert page.launches_last_hour == 2
+    assert page.launches_last_hour == 7
     assert page.free_capacity == 20 - 5 - 2 - 1
     assert page.free_capacity_note == "plus 1 healthy member with unlimited or unknown capacity"
 
@@ -98,9 +97,8 @@ def test_capacity_bar_never_overflows_when_pods_exceed_the_quota():
 
 
 def test_chart_has_one_bar_per_minute_and_a_text_alternative():
-    launches = [{"timestamp": NOW - 30}] * 3 + [{"timestamp": NOW - WINDOW + 5}] + [{"timestamp": NOW}]
-    chart = build_status_page(view_of(), launches, NOW).chart
-    assert len(chart.bars) == WINDOW / BUCKET
+    chart = build_status_page(view_of(), [1] + [0] * 58 + [4], NOW).chart
+    assert len(chart.bars) == MINUTES
     counts = [bar.count for bar in chart.bars]
     assert counts[0] == 1 and counts[-1] == 4 and sum(counts) == 5
     assert chart.peak == 4 and chart.total == 5
@@ -108,6 +106,7 @@ def test_chart_has_one_bar_per_minute_and_a_text_alternative():
     assert "5 launches in the last hour" in chart.description
     assert "4 in the last 5 minutes" in chart.description
     assert build_status_page(view_of(), [], NOW).chart.description == "No launches in the last hour."
+    assert len(build_status_page(view_of(), [3], NOW).chart.bars) == MINUTES   # fewer minutes: the older ones are 0
 
 
 # -- the page over HTTP --------------------------------------------------------------
@@ -174,6 +173,29 @@ async def test_status_page_html_has_everything_without_javascript_and_parses_cle
     assert document.find(".//h:table/h:caption", ns) is not None
     assert len(document.findall(".//h:thead//h:th[@scope='col']", ns)) == 6
     assert len(document.findall(".//h:tbody//h:th[@scope='row']", ns)) == 4
+
+
+async def test_status_counts_launches_from_per_minute_counters_shared_by_replicas(start_router, redis_url, http):
+    members = [Member(name="alpha", url="http://127.0.0.1:9/a")]
+    routers = []
+    for _ in range(2):
+        store = open_store(redis_url)
+        routers.append(await start_router(fast_config(members), store=store, probe=False))
+        await store.put_status(MemberStatus(name="alpha", state=MemberState.HEALTHY, reason="ok", checked_at=time.time()))
+    for i in range(8):
+        async with http.get(routers[i % 2].url + f"/v2/gh/org/repo{i}/HEAD", allow_redirects=False) as response:
+            assert response.status == 307
+
+    async def no_log_reading(since):   # the page must never read the launch log
+        raise AssertionError("the status page read the launch log")
+
+    for router in routers:
+        router.ctx.store.recent_launches = no_log_reading
+        async with http.get(router.url + "/status") as response:
+            assert response.status == 200
+            text = await response.text()
+        assert "8 launches in the last hour" in text
+        assert not router.ctx.store.degraded
 
 
 async def test_refresh_can_be_turned_off_and_bad_values_are_refused(start_router, http):

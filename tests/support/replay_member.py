@@ -23,6 +23,10 @@ from typing import Any
 from aiohttp import web
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "binderhub-build-events.sse"
+# The JupyterHub of the BinderHub the recording was made on (its `ready` event's server URL):
+# a member replaying the recording declares it as its `hub_url`, or the relay, which passes
+# on only ready URLs of the member's own origin, would not relay it.
+RECORDED_HUB = "http://192.168.105.2:30902"
 
 
 class ReplayMember:

@@ -10,6 +10,7 @@ import aiohttp
 
 from federation.config import FederationConfig, StreamSettings
 from federation.members import Member, MemberState, MemberStatus
+from federation.spec import parse_launch
 from hub.events import Event, SSEDecoder
 from tests.conftest import fast_config
 
@@ -22,6 +23,16 @@ def stream_config(members: list[Member], forward="stream", trusted=(), **stream)
     cfg = fast_config(members)
     settings = StreamSettings(**{"linger": 0, "stall_timeout": 5, "connect_timeout": 2, **stream})
     return replace(cfg, router=replace(cfg.router, forward=forward, stream=settings, trusted_proxies=tuple(trusted)))
+
+
+def sticky(router, member: str, path: str = LAUNCH) -> str:
+    """The signed sticky value (cookie, failover event id) `router` hands out for `member` and the launch at `path`."""
+    return router.ctx.sticky.sign(member, parse_launch(path.split("?")[0]).repo_key)
+
+
+def sticky_member(router, value: str, path: str = LAUNCH) -> str | None:
+    """The member a sticky value names for the launch at `path`, if `router` signed it."""
+    return router.ctx.sticky.member(value, parse_launch(path.split("?")[0]).repo_key)
 
 
 async def mark_healthy(store, *names: str) -> None:
