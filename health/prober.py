@@ -99,7 +99,8 @@ def assess(
     version = result.versions.get("binderhub") if result.versions else None
     version_differs = reference_version is not None and version is not None and version != reference_version
     # "versions" is a check when /versions was fetched and compared (as the redirector's).
-    checks = ((("versions", not version_differs),) if result.versions else ()) + report.checks
+    # Only BinderHub's own check names: the checks reach the API and metric labels.
+    checks = ((("versions", not version_differs),) if result.versions else ()) + report.public_checks
     base = dict(
         name=name, quota=report.quota, has_quota=report.has_quota_check, total_pods=report.total_pods,
         build_pods=report.build_pods, user_pods=report.user_pods, versions=dict(result.versions),

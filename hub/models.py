@@ -22,6 +22,14 @@ KNOWN_CHECKS = ("JupyterHub API", "Docker registry", "Pod quota")
 MAX_CHECKS = 32            # health checks read from one document
 MAX_NAME = 60              # characters of a check name kept (for logs)
 
+OTHER_CHECK = "another check"   # how a check BinderHub does not have is named in public
+
+
+def public_check_name(name: str) -> str:
+    """A member's check name as public reasons, the API and metric labels may show it."""
+    return name if name in KNOWN_CHECKS else OTHER_CHECK
+
+
 # Phases a BinderHub build stream goes through, in order. Anything else is progress.
 PHASES = ("waiting", "fetching", "building", "pushing", "built", "launching", "ready", "failed")
 TERMINAL_PHASES = frozenset({"ready", "failed"})
@@ -98,7 +106,17 @@ class HealthReport:
     @property
     def public_failed_checks(self) -> tuple[str, ...]:
         """The failed checks as a public reason may name them (BinderHub's own names only)."""
-        return tuple(dict.fromkeys(c if c in KNOWN_CHECKS else "another check" for c in self.failed_checks))
+        return tuple(dict.fromkeys(public_check_name(c) for c in self.failed_checks))
+
+    @property
+    def public_checks(self) -> tuple[tuple[str, bool], ...]:
+        """`checks` as the API and metrics may show them: BinderHub's own names, and every
+        other check of the member folded into one "another check" (ok only if all are)."""
+        merged: dict[str, bool] = {}
+        for name, ok in self.checks:
+            public = public_check_name(name)
+            merged[public] = merged.get(public, True) and ok
+        return tuple(merged.items())
 
     @classmethod
     def from_json(cls, body: Any, http_status: int = 200) -> "HealthReport":

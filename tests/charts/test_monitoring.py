@@ -100,7 +100,8 @@ def config_yaml(hubs: dict, consul: ConsulDouble, redis_url: str, tmp_path: Path
         "admin": {"token_file": str(tmp_path / "admin.token")},
         "reports": {"enabled": True, "period": 0.2, "max_age": 120,
                     "members": {name: {"token_file": str(tmp_path / f"{name}.token")} for name in TOKENS}},
-        "consul": {"enabled": True, "url": consul.url, "wait": 2},
+        # The Consul member runs on loopback: an operator lists the address it may use.
+        "consul": {"enabled": True, "url": consul.url, "wait": 2, "allowed_hosts": ["127.0.0.1"]},
     })
 
 
