@@ -20,7 +20,7 @@ import hashlib
 import html
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
 from string import Template
 
 from aiohttp import web
@@ -28,7 +28,7 @@ from aiohttp import web
 from federation.spec import LaunchRequest
 
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = resources.files("router") / "static"  # package data (pyproject.toml)
 SCRIPT_ROUTE = "/static/launch.js"
 
 # The page runs only our own script; it talks only to the router (its /build/ stream).
@@ -58,7 +58,7 @@ class LaunchPage:
     def load(cls) -> "LaunchPage":
         script = (STATIC / "launch.js").read_bytes()
         return cls(
-            template=Template((STATIC / "launch.html").read_text()),
+            template=Template((STATIC / "launch.html").read_text(encoding="utf-8")),
             script=script,
             script_etag='"' + hashlib.sha256(script).hexdigest()[:32] + '"',
         )
