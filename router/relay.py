@@ -54,6 +54,7 @@ from federation.spec import LaunchRequest
 from hub.events import encode_comment, encode_event
 from hub.failures import InfraFailure, classify_failure
 from hub.models import MemberError
+from hub.tasks import BackgroundService
 
 from . import launch as launching
 from .clients import forwarded_headers
@@ -79,7 +80,7 @@ class _ClientGone(Exception):
     """Writing to the client failed: it disconnected."""
 
 
-class ActiveStreams:
+class ActiveStreams(BackgroundService):
     """The relayed streams of one app: notices departed clients and sends keepalives.
 
     One sweep for all streams (instead of a timer per stream) keeps an idle stream
@@ -89,10 +90,9 @@ class ActiveStreams:
     """
 
     def __init__(self, sweep: float = SWEEP_SECONDS) -> None:
+        super().__init__("relay-sweep")
         self.sweep = sweep
         self._relays: set[_Relay] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._writes: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._relays)
@@ -102,16 +102,6 @@ class ActiveStreams:
 
     def discard(self, relay: "_Relay") -> None:
         self._relays.discard(relay)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="relay-sweep")
-
-    async def stop(self) -> None:
-        tasks = [t for t in [self._task, *self._writes] if t is not None]
-        self._task = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def shutdown(self, app: web.Application) -> None:
         for relay in list(self._relays):
@@ -124,13 +114,10 @@ class ActiveStreams:
             if relay.client_left():
                 relay.stop("client left")
             elif relay.keepalive_due(now):
-                task = asyncio.create_task(relay.write_keepalive())
-                self._writes.add(task)
-                task.add_done_callback(self._writes.discard)
+                self.spawn(relay.write_keepalive(), name="relay-keepalive")  # stop() cancels it
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep)
+    async def run(self) -> None:
+        while await self.pause(self.sweep):
             try:
                 self.check()
             except Exception as exc:  # pragma: no cover - never let the sweep die
