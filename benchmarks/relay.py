@@ -3,7 +3,7 @@
 Three processes, so that only the router's own work is counted against it:
 
 - the member: `tests.support.replay_member`, replaying the recorded BinderHub build in
-  `shared/fixtures/binderhub-build-events.sse` (736 events, 119 kB) as fast as it can;
+  `tests/fixtures/binderhub-build-events.sse` (736 events, 119 kB) as fast as it can;
 - the router: `python -m benchmarks.relay router`, one `create_app` in stream mode
   (`router.forward: stream`) with that one member; it reports its CPU time (user +
   system, from `resource.getrusage`, counted from when it is ready to serve) and its

@@ -11,6 +11,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,7 +22,23 @@ import yaml
 from .admission import AdmissionError, admit, check_weight, host_rules
 from .members import Member
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def _config_files() -> Traversable:
+    """The files of the repository's `config/` folder (schema, demo config, examples).
+
+    `config/` is data, not a Python package (DESIGN.md), and the one place these files
+    live. A wheel carries them as package data in `federation/config_files/`
+    (pyproject.toml maps the folder there); an editable install or a plain checkout has
+    no such directory and reads `config/` beside the packages.
+    """
+    packaged = resources.files("federation") / "config_files"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+CONFIG_DIR = _config_files()
 SCHEMA_PATH = CONFIG_DIR / "schema.json"
 DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
 
@@ -312,7 +330,7 @@ class FederationConfig:
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 def _key_path(path: Any) -> str:

@@ -73,17 +73,20 @@ slightly older than the newest one), so `recent_launches(since)` is an ``XRANGE`
 
 Degradation
 -----------
-When Redis cannot be reached (connection refused or reset, socket timeouts of
-`socket_timeout` seconds, a Sentinel with no master, a server still loading its data, a
-read-only former master) the store never raises; no call waits longer than
-``socket_timeout + connect_timeout`` (1 s by default) for Redis. It sets
+When Redis cannot be reached (connection refused or reset, no answer in time, a
+Sentinel with no master, a server still loading its data, a read-only former master)
+the store never raises; no call waits longer than ``socket_timeout + connect_timeout``
+(1 s by default) for Redis. That bound is the store's own `asyncio.timeout` around each
+call: redis-py is given only the connect timeout, because with a socket timeout it
+writes every command through `asyncio.wait_for`, which loses cancellations on Python
+3.11 (see `hub.tasks`). It sets
 ``degraded = True``, logs ``store degraded: redis unreachable at ...`` once, and answers
 from an internal `MemoryStore` that mirrors what this replica last read and wrote: the
 last snapshot of statuses, overrides and ejections, the image holders it read or learned,
 its own in-flight launches and its own launch events (a `record_launch` limit then holds
 against this replica's own launches only). While degraded, calls do not touch
-Redis at all; a background task retries (``PING``) with exponential back-off from
-`backoff_initial` up to `backoff_max` seconds. Leases are granted while degraded, so
+Redis at all; a background service (`hub.tasks.BackgroundService`) retries (``PING``)
+with exponential back-off from `backoff_initial` up to `backoff_max` seconds. Leases are granted while degraded, so
 every replica probes members itself. Rate-limit windows are counted locally.
 
 On reconnection, what this replica wrote while degraded is pushed back in one atomic
@@ -132,6 +135,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hub.tasks import Backoff, BackgroundService
 
 from .members import MemberStatus, Override
 from .store import (COUNTED, MEMBER_FULL, MINUTES_KEPT, REPO_CAP, Clock, LaunchState, LimitState, MemoryStore,
@@ -521,7 +526,7 @@ def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
 
 
 def _describe_error(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc)
+    text = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else "")
     if len(text) > limit:  # some redis errors embed the whole client's repr
         text = text[:limit] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -535,6 +540,38 @@ def _event_ms(event: Mapping[str, Any]) -> int:
     return max(0, math.floor(ts * 1000)) if math.isfinite(ts) else 0
 
 
+class _Reconnector(BackgroundService):
+    """While a store is degraded: PING with exponential backoff, push back what was
+    written meanwhile, turn the store back to normal and end."""
+
+    def __init__(self, store: "RedisStore") -> None:
+        super().__init__("redis-store-reconnect")
+        self.store = store
+
+    async def run(self) -> None:
+        store = self.store
+        backoff = Backoff(store.backoff_initial, store.backoff_max)
+        delay = backoff.next()
+        while await self.pause(delay):
+            try:
+                async with asyncio.timeout(store.op_timeout):
+                    await store._redis.ping()
+                await store._push_journal()
+            except UNREACHABLE as exc:
+                store.last_error = _describe_error(exc)
+                delay = backoff.next()
+                log.debug("store still degraded (%s); next attempt in %.1f s", store.last_error, delay)
+                continue
+            except Exception as exc:  # noqa: BLE001 - Redis is back but refuses the push: a bug
+                store._failed(store._push_journal, exc)
+                log.error("dropping what this replica wrote while redis was away: it cannot be pushed back")
+                store._journal = store._new_journal()
+            # No await between the journal's last push and this line: nothing written
+            # while degraded can be left behind.
+            store._recovered()
+            return
+
+
 class RedisStore(Store):
     """Router state shared by replicas through Redis, degrading to local memory when it is away."""
 
@@ -545,9 +582,10 @@ class RedisStore(Store):
         self.target = parse_redis_url(url)
         self.key_prefix = key_prefix
         self.log_length = log_length
-        self.socket_timeout = socket_timeout
-        self.connect_timeout = connect_timeout
-        # A call never waits longer than this for Redis, whatever the client library does.
+        self.socket_timeout = socket_timeout    # for the answer, once connected
+        self.connect_timeout = connect_timeout  # for a new connection (redis-py enforces this one)
+        # A call never waits longer than this for Redis (connecting included): the bound
+        # every call gets from `_call`, whatever the client library does.
         self.op_timeout = socket_timeout + connect_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -557,7 +595,7 @@ class RedisStore(Store):
         self.on_error: Callable[[], None] | None = None   # told of each (the router counts them)
         self._fallback = MemoryStore(clock, log_length=min(log_length, 10_000))
         self._journal = self._new_journal()
-        self._reconnect_task: asyncio.Task[None] | None = None
+        self._reconnector = _Reconnector(self)
         self._closed = False
         self._sentinel: Sentinel | None = None
         self._decoded: dict[str, dict[str, tuple[str, Any]]] = {}   # kind -> member -> (raw, object)
@@ -591,7 +629,10 @@ class RedisStore(Store):
 
     def _make_client(self) -> aioredis.Redis:
         common: dict[str, Any] = dict(
-            socket_timeout=self.socket_timeout,
+            # No socket timeout (redis-py 8 sets 5 s unless told None): with one, redis-py
+            # writes every command through asyncio.wait_for, which loses cancellations on
+            # Python 3.11 (hub.tasks). `_call` bounds each call instead.
+            socket_timeout=None,
             socket_connect_timeout=self.connect_timeout,
             # One quick retry on a fresh connection (a pooled connection may be stale after
             # a Redis restart); timeouts are not retried: the fallback answers instead.
@@ -602,8 +643,7 @@ class RedisStore(Store):
         t = self.target
         if t.kind != "sentinel":
             return aioredis.Redis.from_url(t.url, **common)
-        sentinel_kwargs: dict[str, Any] = dict(socket_timeout=self.socket_timeout,
-                                               socket_connect_timeout=self.connect_timeout,
+        sentinel_kwargs: dict[str, Any] = dict(socket_timeout=None, socket_connect_timeout=self.connect_timeout,
                                                retry=Retry(NoBackoff(), 0))
         if t.sentinel_password:
             sentinel_kwargs["password"] = t.sentinel_password
@@ -621,17 +661,14 @@ class RedisStore(Store):
                 for script in self._scripts:
                     script.sha = await self._redis.script_load(script.script)
         except UNREACHABLE as exc:
-            self._degrade(exc)
+            await self._degrade(exc)
         except RedisError as exc:  # Redis answers, but not as a store can use it (ACLs, a proxy): say so, retry
             log.error("redis at %s refused the store's set-up: %s", self.target.describe(), _describe_error(exc))
-            self._degrade(exc)
+            await self._degrade(exc)
 
     async def close(self) -> None:
         self._closed = True
-        task, self._reconnect_task = self._reconnect_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._reconnector.stop()
         try:
             await self._redis.aclose()
         except UNREACHABLE:
@@ -644,7 +681,7 @@ class RedisStore(Store):
                     pass
 
     # -- degradation -------------------------------------------------------------------
-    def _degrade(self, exc: BaseException) -> None:
+    async def _degrade(self, exc: BaseException) -> None:
         cause = _describe_error(exc)
         self.last_error = cause
         if self.degraded:
@@ -652,35 +689,14 @@ class RedisStore(Store):
         self.degraded = True
         log.warning("store degraded: redis unreachable at %s: %s", self.target.describe(), cause,
                     extra={"store": self.target.describe(), "cause": cause})
-        if not self._closed and (self._reconnect_task is None or self._reconnect_task.done()):
-            self._reconnect_task = asyncio.get_running_loop().create_task(
-                self._reconnect(), name="redis-store-reconnect")
+        if not self._closed:
+            await self._reconnector.start()  # a no-op while it runs
 
-    async def _reconnect(self) -> None:
-        delay = self.backoff_initial
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                async with asyncio.timeout(self.op_timeout):
-                    await self._redis.ping()
-                await self._push_journal()
-            except UNREACHABLE as exc:
-                self.last_error = _describe_error(exc)
-                log.debug("store still degraded (%s); next attempt in %.1f s", self.last_error,
-                          min(delay * 2, self.backoff_max))
-                delay = min(delay * 2, self.backoff_max)
-                continue
-            except Exception as exc:  # noqa: BLE001 - Redis is back but refuses the push: a bug
-                self._failed(self._push_journal, exc)
-                log.error("dropping what this replica wrote while redis was away: it cannot be pushed back")
-                self._journal = self._new_journal()
-            # No await between the journal's last push and this line: nothing written
-            # while degraded can be left behind.
-            self.degraded = False
-            self._changed.clear()  # the next reads mirror Redis whole into the fallback again
-            log.info("store recovered: redis reachable again at %s", self.target.describe(),
-                     extra={"store": self.target.describe()})
-            return
+    def _recovered(self) -> None:
+        self.degraded = False
+        self._changed.clear()  # the next reads mirror Redis whole into the fallback again
+        log.info("store recovered: redis reachable again at %s", self.target.describe(),
+                 extra={"store": self.target.describe()})
 
     async def _push_journal(self) -> None:
         """Push what was written while degraded; events go in chunks so no script runs long."""
@@ -730,7 +746,7 @@ class RedisStore(Store):
                 async with asyncio.timeout(self.op_timeout):
                     return await remote()
             except UNREACHABLE as exc:
-                self._degrade(exc)
+                await self._degrade(exc)
             except Exception as exc:  # noqa: BLE001 - not an outage: say so loudly, keep serving
                 self._failed(remote, exc)
                 return await local()

@@ -15,8 +15,9 @@ passes it over (state `ejected`) until the ejection ends.
   keeps its failure count and is ejected as soon as the limit allows.
 - Ejections are written to the store (`set_ejection(name, until)`), so every router
   replica passes the member over; counts and ejection numbers are this replica's own.
-- `start()`/`stop()` run a sweep that notices ejections ending (logged, and the
-  observer told) and ejections made by other replicas (for the metrics gauge).
+- `start()`/`stop()` (a `hub.tasks.BackgroundService`) run a sweep that notices
+  ejections ending (logged, and the observer told) and ejections made by other
+  replicas (for the metrics gauge).
 
 Settings are read through a callable on every use because the router's config can be
 reloaded while it runs.
@@ -33,6 +34,7 @@ from typing import Callable
 from federation.config import OutlierSettings
 from federation.membership import Membership
 from federation.store import Store
+from hub.tasks import BackgroundService
 
 log = logging.getLogger("binderfed.outlier")
 
@@ -41,7 +43,7 @@ log = logging.getLogger("binderfed.outlier")
 EjectionObserver = Callable[[str, str], None]
 
 
-class OutlierDetector:
+class OutlierDetector(BackgroundService):
     def __init__(
         self,
         store: Store,
@@ -51,6 +53,7 @@ class OutlierDetector:
         observer: EjectionObserver | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__("outlier-sweep")
         self.store = store
         self.membership = membership
         self.settings = settings
@@ -62,7 +65,6 @@ class OutlierDetector:
         self._ejected: dict[str, float] = {}      # ejections the sweep knows are running
         self._held_back: set[str] = set()         # over max_ejection_percent, warned once
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
 
     # -- outcomes ------------------------------------------------------------------
 
@@ -157,21 +159,11 @@ class OutlierDetector:
     def sweep_interval(self) -> float:
         return max(0.05, min(1.0, self.settings().base_ejection_time / 4))
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outlier-sweep")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
+    async def run(self) -> None:
+        while not self.stopping:
             try:
                 await self.sweep()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # a store hiccup must not end passive health
                 log.warning("outlier sweep failed: %s", exc)
-            await asyncio.sleep(self.sweep_interval())
+            if not await self.pause(self.sweep_interval()):
+                return

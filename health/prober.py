@@ -29,7 +29,7 @@ from federation.membership import Membership
 from federation.store import Store
 from hub.client import HubClient, MemberError
 from hub.models import MAX_COUNT, HealthReport, MemberResponseError
-from hub.tasks import cancel_and_wait
+from hub.tasks import BackgroundService
 
 log = logging.getLogger("binderfed.prober")
 
@@ -147,8 +147,8 @@ ProbeObserver = Callable[[Member, MemberStatus, "MemberStatus | None"], None]
 CapacityFiller = Callable[[str, HealthReport], "HealthReport | None"]
 
 
-class Prober:
-    """Background task that keeps every member's status in the store fresh."""
+class Prober(BackgroundService):
+    """Background service that keeps every member's status in the store fresh."""
 
     def __init__(
         self,
@@ -162,6 +162,7 @@ class Prober:
         lease_ttl: float | None = None,
         fill_capacity: CapacityFiller | None = None,
     ):
+        super().__init__("prober")
         self.store = store
         self.fill_capacity = fill_capacity
         self.client = client
@@ -176,22 +177,19 @@ class Prober:
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._last: dict[str, MemberStatus] = {}
-        self._task: asyncio.Task[None] | None = None
         self._lease_renewed = 0.0
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="prober")
-
     async def stop(self, *, release: bool = True) -> None:
-        """Stop probing. `release=False` leaves the lease to expire, as a crashed replica would."""
-        await cancel_and_wait(*(t for t in [self._task, *self._running.values()] if t is not None))
+        """Stop probing, running probes included.
+
+        `release=False` leaves the lease to expire, as a crashed replica would."""
+        await super().stop()
         if self.is_leader and release:
             try:
                 await self.store.release_lease(LEASE, self.holder)
             except Exception:  # a store that is already gone cannot hold our lease either
                 pass
         self.is_leader = False  # a stopped prober probes nothing, whoever the store says leads
-        self._task = None
 
     def probe_soon(self, name: str) -> None:
         """Ask for a probe of `name` at the next tick (for example after a failed launch)."""
@@ -245,8 +243,6 @@ class Prober:
         try:
             status = await self.probe_once(member)
             self._due[member.name] = self._next_due(status)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # never let one member's surprise stop the prober, or freeze its status
             log.exception("probe of member %s failed unexpectedly: %s", member.name, exc)
             self._due[member.name] = time.monotonic() + self.settings.failed_period
@@ -265,18 +261,17 @@ class Prober:
         finally:
             self._running.pop(member.name, None)
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         # Several ticks per renewal interval (lease_ttl / 3), so the lease never lapses
         # between two renewals of a live leader.
         tick = min(0.5, self.settings.period / 4, self.lease_ttl / 6)
-        while True:
+        while not self.stopping:
             try:
                 await self._tick()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 log.warning("prober tick failed: %s", exc)
-            await asyncio.sleep(tick)
+            if not await self.pause(tick):
+                return
 
     async def _tick(self) -> None:
         now = time.monotonic()
@@ -309,6 +304,6 @@ class Prober:
             if member.name in self._running:
                 continue
             if self._due.get(member.name, 0.0) <= now:
-                self._running[member.name] = asyncio.create_task(
+                self._running[member.name] = self.spawn(
                     self._probe_and_schedule(member), name=f"probe-{member.name}"
                 )

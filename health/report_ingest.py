@@ -18,7 +18,6 @@ rotating one needs no restart.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -41,7 +40,7 @@ from federation.reports import (
 from federation.store import Store
 from hub.models import HealthReport
 from hub.report import REPORT_KEY_PREFIX, MemberReport
-from hub.tasks import cancel_and_wait
+from hub.tasks import BackgroundService, time_limit
 
 log = logging.getLogger("binderfed.reports")
 
@@ -52,17 +51,23 @@ ReportObserver = Callable[[str, str], None]
 class RedisReportInbox:
     """The agents' report keys in Redis, read in one SCAN + MGET."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, timeout: float = 10.0):
         import redis.asyncio as redis
 
-        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+        # No socket timeout for redis-py (its default is 5 s): with one it writes every
+        # command through asyncio.wait_for, which loses cancellations on Python 3.11
+        # (hub.tasks). A whole read is bounded here with asyncio.timeout instead.
+        self.timeout = timeout
+        self.redis = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5,
+                                          health_check_interval=30)
 
     async def read(self) -> dict[str, bytes]:
-        """member name (from the key) → sealed report."""
-        keys = [key async for key in self.redis.scan_iter(match=REPORT_KEY_PREFIX + "*", count=1000)]
+        """member name (from the key) → sealed report; TimeoutError after `timeout` seconds."""
+        async with time_limit(self.timeout, "Redis"):
+            keys = [key async for key in self.redis.scan_iter(match=REPORT_KEY_PREFIX + "*", count=1000)]
+            values = await self.redis.mget(keys) if keys else []
         if not keys:
             return {}
-        values = await self.redis.mget(keys)
         out = {}
         for key, value in zip(keys, values):
             if value is not None:
@@ -96,7 +101,7 @@ def read_tokens(refs: tuple[AgentToken, ...], environ: Mapping[str, str]) -> tup
     return tokens, problems
 
 
-class ReportIngest:
+class ReportIngest(BackgroundService):
     """Background reader of agent reports; `start()`/`stop()` from the app's lifecycle."""
 
     def __init__(
@@ -109,6 +114,7 @@ class ReportIngest:
         clock: Callable[[], float] = time.time,
         environ: Mapping[str, str] = os.environ,
     ):
+        super().__init__("report-ingest")
         self.inbox = inbox
         self.store = store
         self.membership = membership
@@ -121,15 +127,9 @@ class ReportIngest:
         self._running: dict[str, dict[str, int]] = {}  # member → repository key → running user servers
         self._token_problems: dict[str, str] = {}
         self._failing = False
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="report-ingest")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await super().stop()
         await self.inbox.close()
 
     # -- what the rest of the router asks ----------------------------------------------
@@ -149,20 +149,19 @@ class ReportIngest:
         return with_reported_capacity(health, report) if report is not None else None
 
     # -- the loop ------------------------------------------------------------------------
-    async def _run(self) -> None:
-        while True:
+    async def run(self) -> None:
+        while not self.stopping:
             try:
                 await self.poll_once()
                 if self._failing:
                     log.info("agent reports readable again")
                 self._failing = False
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 if not self._failing:  # one line per outage, not one per period
                     log.warning("cannot read agent reports: %s: %s", type(exc).__name__, exc)
                 self._failing = True
-            await asyncio.sleep(self.settings.period)
+            if not await self.pause(self.settings.period):
+                return
 
     async def poll_once(self) -> list[Verdict]:
         """Read all reports once; judge and fold the new ones. Returns their verdicts."""

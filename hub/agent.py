@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -61,9 +62,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from . import images
-from .kube import Backoff, KubeReader, NodeInfo, PodBook, PodInfo, PodWatcher, api_status, default_config_loader, node_info
+from .kube import KubeReader, NodeInfo, PodBook, PodInfo, PodWatcher, api_status, default_config_loader, node_info
 from .report import Capacity, CachedImage, MemberReport, RunningRepo, Usage, report_key, seal
-from .tasks import cancel_and_wait
+from .tasks import Backoff, BackgroundService, time_limit
 
 log = logging.getLogger("binderfed.agent")
 
@@ -240,25 +241,35 @@ def build_report(settings: AgentSettings, nodes: list[NodeInfo], usage: Usage, s
 class RedisOutbox:
     """Where the agent's reports go: one Redis key per member (`hub.report.report_key`)."""
 
-    def __init__(self, url: str, member: str):
+    def __init__(self, url: str, member: str, timeout: float = 5.0):
         import redis.asyncio as redis
 
         self.member = member
-        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
+        # No socket timeout for redis-py (its default is 5 s): with one it writes every
+        # command through asyncio.wait_for, which loses cancellations on Python 3.11
+        # (hub.tasks). Each call is bounded here with asyncio.timeout instead.
+        self.timeout = timeout
+        self.redis = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5,
                                           health_check_interval=30)
 
+    def _bounded(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return time_limit(self.timeout, "Redis")
+
     async def publish(self, sealed: str, ttl: int) -> None:
-        await self.redis.set(report_key(self.member), sealed, ex=ttl)
+        async with self._bounded():
+            await self.redis.set(report_key(self.member), sealed, ex=ttl)
 
     async def load_specs(self) -> dict[Any, Any]:
-        return await self.redis.hgetall(SPECS_KEY_PREFIX + self.member)
+        async with self._bounded():
+            return await self.redis.hgetall(SPECS_KEY_PREFIX + self.member)
 
     async def save_specs(self, write: Mapping[str, str], forget: list[str]) -> None:
         key = SPECS_KEY_PREFIX + self.member
-        if write:
-            await self.redis.hset(key, mapping=dict(write))
-        if forget:
-            await self.redis.hdel(key, *forget)
+        async with self._bounded():
+            if write:
+                await self.redis.hset(key, mapping=dict(write))
+            if forget:
+                await self.redis.hdel(key, *forget)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -284,11 +295,12 @@ def token_from(file: str | None, value: str | None) -> TokenSource:
     raise ValueError("no report token: give --token-file or set BINDERFED_AGENT_TOKEN")
 
 
-class Agent:
+class Agent(BackgroundService):
     """The member agent: pod watchers plus a loop that reports every `period` seconds."""
 
     def __init__(self, settings: AgentSettings, kube: KubeReader, outbox: RedisOutbox | None,
                  token: TokenSource, clock: Callable[[], float] = time.time):
+        super().__init__("agent-report")
         self.settings = settings
         self.kube = kube
         self.outbox = outbox
@@ -308,7 +320,6 @@ class Agent:
         self.last_error: str = ""
         self._specs_loaded = outbox is None
         self._node_call: asyncio.Future[Any] | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def _learn(self, pod: PodInfo) -> None:
         self.specs.learn_from_pod(pod, self.clock())
@@ -316,12 +327,10 @@ class Agent:
     async def start(self) -> None:
         for watcher in self.watchers:
             await watcher.start()
-        self._task = asyncio.create_task(self._run(), name="agent-report")
+        await super().start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await super().stop()
         for watcher in self.watchers:
             await watcher.stop()
         if self._node_call is not None:
@@ -382,24 +391,23 @@ class Agent:
                  report.capacity.pods, len(report.cached_images), report.unmapped_images)
         return report
 
-    async def _run(self) -> None:
-        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
-        while True:
+    async def run(self) -> None:
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, jitter=0.5)
+        while not self.stopping:
             try:
                 report = await self.publish_once()
                 self.last_error = ""
                 backoff.reset()
                 # Before the first list completes, look again soon rather than a period later.
                 delay = self.settings.period if report is not None else min(self.settings.period, 1.0)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 status = api_status(exc)
                 self.last_error = f"HTTP {status}" if status else f"{type(exc).__name__}: {exc}"
                 delay = min(backoff.next(), max(self.settings.period, self.settings.backoff_initial))
                 log.warning("report of member %s failed (%s); retrying in %.1f s",
                             self.settings.member, self.last_error, delay)
-            await asyncio.sleep(delay)
+            if not await self.pause(delay):
+                return
 
 
 # --- command line ----------------------------------------------------------------------------

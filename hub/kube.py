@@ -16,13 +16,13 @@ import asyncio
 import json
 import logging
 import os
-import random
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from . import images
 from .report import Usage
+from .tasks import Backoff, BackgroundService
 
 log = logging.getLogger("binderfed.agent")
 
@@ -30,24 +30,6 @@ USER_COMPONENT = "singleuser-server"
 BUILD_COMPONENT = "binderhub-build"
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 LIST_PAGE = 500
-
-
-class Backoff:
-    """Exponential backoff with full jitter (AWS architecture blog, 2015)."""
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None):
-        self.initial = initial
-        self.maximum = maximum
-        self.rng = rng or random.Random()
-        self.attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2 ** self.attempt))
-        self.attempt += 1
-        return ceiling / 2 + self.rng.random() * ceiling / 2
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 # --- Kubernetes objects (raw JSON, every field optional) ----------------------------------
@@ -302,12 +284,13 @@ class KubeReader:
 # --- watching pods ------------------------------------------------------------------------
 
 
-class PodWatcher:
+class PodWatcher(BackgroundService):
     """Keeps a PodBook current for one namespace: list, then watch; re-list on 410 Gone."""
 
     def __init__(self, kube: KubeReader, namespace: str, book: PodBook, *,
                  on_pod: Callable[[PodInfo], None] | None = None,
                  watch_timeout: int = 300, backoff_initial: float = 1.0, backoff_max: float = 60.0):
+        super().__init__(f"pod-watch-{namespace}")
         self.kube = kube
         self.namespace = namespace
         self.book = book
@@ -319,19 +302,18 @@ class PodWatcher:
         self.synced = False              # the book reflects a successful list (and the watch since)
         self.lists = 0
         self.errors = 0
-        self._stopping = threading.Event()
+        self._halt = threading.Event()   # stop() was called: read by the watch thread too
         self._watch: Any = None
         self._blocking: asyncio.Future[Any] | None = None
-        self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        self._stopping.clear()
+        self._halt.clear()
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name=f"pod-watch-{self.namespace}")
+        await super().start()
 
     async def stop(self) -> None:
-        self._stopping.set()
+        self._halt.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.kube.request_timeout + 5
         # A blocked watch read only ends when its socket is shut; Watch.stop() does that
@@ -340,10 +322,7 @@ class PodWatcher:
             if self._watch is not None:
                 self._watch.stop()
             await asyncio.wait({self._blocking}, timeout=0.05)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await super().stop()
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         # A daemon thread, not the loop's default executor: a watch read blocked before
@@ -370,10 +349,10 @@ class PodWatcher:
         self._blocking = future
         return await future
 
-    async def _run(self) -> None:
-        backoff = Backoff(self.backoff_initial, self.backoff_max)
+    async def run(self) -> None:
+        backoff = Backoff(self.backoff_initial, self.backoff_max, jitter=0.5)
         version: str | None = None   # None: the book must be (re)built from a list
-        while not self._stopping.is_set():
+        while not self.stopping and not self._halt.is_set():
             try:
                 if version is None:
                     pods, version = await self._in_thread(self.kube.list_pods, self.namespace, self.selector)
@@ -388,13 +367,11 @@ class PodWatcher:
                 version = await self._in_thread(self._watch_blocking, version)
                 if asyncio.get_running_loop().time() - started < 1.0:
                     # A stream the server ends at once: do not turn into a tight loop of watches.
-                    await asyncio.sleep(backoff.next())
+                    await self.pause(backoff.next())
                 else:
                     backoff.reset()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
-                if self._stopping.is_set():
+                if self._halt.is_set():
                     return
                 status = api_status(exc)
                 if status == 410:
@@ -412,7 +389,7 @@ class PodWatcher:
                 delay = backoff.next()
                 log.warning("pod watch in %s failed (%s); retrying in %.1f s", self.namespace,
                             f"HTTP {status}" if status else f"{type(exc).__name__}: {exc}", delay)
-                await asyncio.sleep(delay)
+                await self.pause(delay)
 
     def _learn_all(self) -> None:
         if self.on_pod is not None:
@@ -436,7 +413,7 @@ class PodWatcher:
         api = self.kube.api()
         stream = watch.Watch()
         self._watch = stream
-        if self._stopping.is_set():
+        if self._halt.is_set():
             return version
 
         # A plain function (no return annotation) makes Watch hand out raw JSON objects.
@@ -448,7 +425,7 @@ class PodWatcher:
             for event in stream.stream(list_pods, resource_version=version, timeout_seconds=timeout,
                                        allow_watch_bookmarks=True,
                                        _request_timeout=(self.kube.request_timeout, timeout + 30)):
-                if self._stopping.is_set():
+                if self._halt.is_set():
                     break
                 kind = event.get("type") if isinstance(event, dict) else None
                 obj = event.get("raw_object") if isinstance(event, dict) else None

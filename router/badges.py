@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 from aiohttp import web
 
-STATIC = Path(__file__).resolve().parent / "static"
+# Package data (pyproject.toml), read through importlib.resources so an installed wheel serves them.
+STATIC = resources.files("router") / "static"
 
 # Badges change only with a release; a day keeps CDNs and GitHub's image proxy warm
 # while still letting a new drawing reach everyone within a day.
@@ -35,7 +37,7 @@ class StaticFile:
     content_type: str
 
     @classmethod
-    def load(cls, path: Path, content_type: str) -> "StaticFile":
+    def load(cls, path: Traversable, content_type: str) -> "StaticFile":
         body = path.read_bytes()
         return cls(body=body, etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"', content_type=content_type)
 

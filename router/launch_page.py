@@ -32,7 +32,7 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
 from string import Template
 from urllib.parse import quote, unquote
 
@@ -47,7 +47,7 @@ log = logging.getLogger("binderfed.router")
 TOKEN_PARAM = "build_token"
 
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = resources.files("router") / "static"  # package data (pyproject.toml)
 SCRIPT_ROUTE = "/static/launch.js"
 
 # The page runs only our own script; it talks only to the router (its /build/ stream).
@@ -77,7 +77,7 @@ class LaunchPage:
     def load(cls) -> "LaunchPage":
         script = (STATIC / "launch.js").read_bytes()
         return cls(
-            template=Template((STATIC / "launch.html").read_text()),
+            template=Template((STATIC / "launch.html").read_text(encoding="utf-8")),
             script=script,
             script_etag='"' + hashlib.sha256(script).hexdigest()[:32] + '"',
         )

@@ -80,6 +80,7 @@ from hub.client import MemberUnreachable
 from hub.events import encode_comment, encode_event
 from hub.failures import InfraFailure, classify_failure
 from hub.models import BuildEvent, MemberError, MemberResponseError
+from hub.tasks import BackgroundService
 
 from . import launch as launching
 from .clients import forwarded_for, forwarded_headers
@@ -108,7 +109,7 @@ class _ClientGone(Exception):
     """Writing to the client failed: it disconnected."""
 
 
-class ActiveStreams:
+class ActiveStreams(BackgroundService):
     """The relayed streams of one app: notices departed clients and sends keepalives.
 
     One sweep for all streams (instead of a timer per stream) keeps an idle stream
@@ -119,10 +120,9 @@ class ActiveStreams:
     """
 
     def __init__(self, sweep: float = SWEEP_SECONDS) -> None:
+        super().__init__("relay-sweep")
         self.sweep = sweep
         self._relays: set[_Relay] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._writes: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()
         self._empty.set()
         self.closing = asyncio.Event()  # set at shutdown: lingering streams end now
@@ -138,16 +138,6 @@ class ActiveStreams:
         self._relays.discard(relay)
         if not self._relays:
             self._empty.set()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="relay-sweep")
-
-    async def stop(self) -> None:
-        tasks = [t for t in [self._task, *self._writes] if t is not None]
-        self._task = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def shutdown(self, app: web.Application) -> None:
         ctx = app[CONTEXT]
@@ -177,13 +167,10 @@ class ActiveStreams:
             if relay.client_left():
                 relay.stop("client left")
             elif relay.keepalive_due(now):
-                task = asyncio.create_task(relay.write_keepalive())
-                self._writes.add(task)
-                task.add_done_callback(self._writes.discard)
+                self.spawn(relay.write_keepalive(), name="relay-keepalive")  # stop() cancels it
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep)
+    async def run(self) -> None:
+        while await self.pause(self.sweep):
             try:
                 self.check()
             except Exception as exc:  # pragma: no cover - never let the sweep die
@@ -349,8 +336,10 @@ class _Relay:
             if self.settings.linger > 0 and not self.streams.closing.is_set():
                 # As BinderHub does: let the client close first, or a careless EventSource
                 # reconnects and launches again. A stopping router does not wait for that.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.streams.closing.wait(), self.settings.linger)
+                # (asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel, hub.tasks.)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.linger):
+                        await self.streams.closing.wait()
         except (_ClientGone, asyncio.CancelledError) as exc:
             # A cancellation of our own (stop()) ends this stream only; any other is re-raised.
             ours = isinstance(exc, asyncio.CancelledError) and (
@@ -384,8 +373,9 @@ class _Relay:
         log.warning("launch %s on member %s ended: the router is shutting down", self.launch.provider_spec,
                     self.member.name, extra={"member": self.member.name, "repo_key": self.launch.repo_key})
         event = encode_event(json.dumps({"phase": "failed", "status_code": 503, "message": message}))
-        with contextlib.suppress(_ClientGone, asyncio.TimeoutError):
-            await asyncio.wait_for(self._write(event), FINAL_WRITE_TIMEOUT)
+        with contextlib.suppress(_ClientGone, TimeoutError):
+            async with asyncio.timeout(FINAL_WRITE_TIMEOUT):
+                await self._write(event)
 
     def _finish(self, outcome: str) -> None:
         if self.outcome is None:

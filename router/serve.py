@@ -114,9 +114,10 @@ async def stop_gracefully(app: web.Application, hurry: asyncio.Event) -> None:
              settings.grace, settings.stream_deadline,
              extra={"grace": settings.grace, "stream_deadline": settings.stream_deadline})
     try:
-        await asyncio.wait_for(hurry.wait(), settings.grace)
+        async with asyncio.timeout(settings.grace):
+            await hurry.wait()
         log.info("second signal: stopping now")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
 
 

@@ -157,8 +157,9 @@ class RouterSources:
                                        retry_initial=self.consul_retry_initial)
             await self.consul.start()
             try:
-                await asyncio.wait_for(self.consul.synced.wait(), CONSUL_FIRST_SYNC)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(CONSUL_FIRST_SYNC):  # not wait_for: it can lose a cancel on 3.11
+                    await self.consul.synced.wait()
+            except TimeoutError:
                 log.warning("no answer from Consul at %s yet; serving without its members until it answers", settings.url)
 
 

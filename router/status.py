@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import aiohttp_jinja2
 import jinja2
@@ -33,7 +32,6 @@ from .api import member_fields
 from .context import CONTEXT
 from .pages import html_page
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 MINUTES = 60               # the chart and the launch count cover the last 60 clock minutes
 BUCKET = 60.0              # one chart bar per minute
@@ -289,7 +287,8 @@ def setup(app: web.Application) -> None:
     if aiohttp_jinja2.APP_KEY not in app:
         aiohttp_jinja2.setup(
             app,
-            loader=jinja2.FileSystemLoader(TEMPLATES),
+            # Package data (pyproject.toml): found in a checkout and in an installed wheel alike.
+            loader=jinja2.PackageLoader("router", "templates"),
             autoescape=True,
             undefined=jinja2.StrictUndefined,  # a typo in a template is an error in tests, not a blank
         )

@@ -35,7 +35,7 @@ still decide whether an included member is healthy, full or unhealthy.
 
 If Consul cannot be reached, or answers with an error, the last known members stay
 in rotation and the query is retried with exponential backoff (0.5 s doubling up to
-`retry_max`, +-10 % jitter).
+`retry_max`, each pause up to 20 % shorter at random).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ from urllib.parse import urlsplit
 import consul
 import consul.aio
 import jsonschema
+
+from hub.tasks import Backoff, BackgroundService
 
 from ..admission import AdmissionError, HostRule, admit, check_weight, host_rules
 from ..config import ConsulSettings, schema
@@ -217,20 +219,7 @@ def _member_from_entry(node: Mapping[str, Any], service: Mapping[str, Any], vali
     ), ""
 
 
-class Backoff:
-    """Exponential backoff with +-10 % jitter: initial, 2x, 4x, ... capped at `maximum`."""
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0, rng: random.Random | None = None):
-        self.initial = initial
-        self.maximum = maximum
-        self.rng = rng or random.Random()
-
-    def delay(self, failures: int) -> float:
-        base = min(self.maximum, self.initial * 2 ** max(failures - 1, 0))
-        return base * (0.9 + 0.2 * self.rng.random())
-
-
-class ConsulSource:
+class ConsulSource(BackgroundService):
     """Members from Consul's catalog; `start()`/`stop()` run by the app lifecycle."""
 
     name = "consul"
@@ -245,11 +234,12 @@ class ConsulSource:
         retry_initial: float = 0.5,
         rng: random.Random | None = None,
     ):
+        super().__init__("consul-source")
         self.settings = settings
         self.membership = membership
         self.token = token
         self.on_sync = on_sync
-        self.backoff = Backoff(retry_initial, settings.retry_max, rng)
+        self.backoff = Backoff(retry_initial, settings.retry_max, jitter=0.2, rng=rng)
         self.allowed_hosts = host_rules(settings.allowed_hosts)  # checked at config load
         self.index = 0                 # X-Consul-Index of the last answer
         self.failures = 0              # consecutive failed queries
@@ -258,7 +248,6 @@ class ConsulSource:
         self.synced = asyncio.Event()  # set after the first successful answer
         self._problems: dict[tuple[str, str], str] = {}
         self._client: consul.aio.Consul | None = None
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def wait(self) -> float:
@@ -269,44 +258,39 @@ class ConsulSource:
         # must outlast that, or every quiet period would look like an outage.
         self._client = consul_client(self.settings.url, self.token, self.settings.datacenter,
                                      timeout=self.wait * 1.1 + 15)
-        self._task = asyncio.create_task(self._run(), name="consul-source")
+        await super().start()
         log.info("watching Consul service %r at %s", self.settings.service, self.settings.url)
         if not self.allowed_hosts:
             log.warning("consul.allowed_hosts is empty: no Consul registration will be admitted; list the hosts "
                         "members may register (such as '*.example.org' or '10.0.0.0/8')")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.close()
             self._client = None
 
-    async def _run(self) -> None:
-        while True:
+    async def run(self) -> None:
+        while not self.stopping:
             started = time.monotonic()
             try:
                 index, entries = await self._query()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # unreachable, refused, 5xx, ACL denied, garbage: all keep the last members
                 self.failures += 1
-                delay = self.backoff.delay(self.failures)
+                delay = self.backoff.next()
                 self._mark(False)
                 log.warning(
                     "Consul at %s unavailable (%s); keeping %d last known members, retry %d in %.1f s",
                     self.settings.url, _describe(exc), len(self.members), self.failures, delay,
                     extra={"source": self.name, "failures": self.failures, "retry_in": round(delay, 3)},
                 )
-                await asyncio.sleep(delay)
+                await self.pause(delay)
                 continue
             if self.failures:
                 log.info("Consul at %s reachable again after %d failed attempts", self.settings.url, self.failures)
             self.failures = 0
+            self.backoff.reset()
             previous = self.index
             # Consul's rules for blocking queries: an index that goes backwards (Consul
             # restarted, or a snapshot restore) means start over; never block on 0.
@@ -314,7 +298,7 @@ class ConsulSource:
             self._publish(entries)
             self._mark(True)
             if index == previous and time.monotonic() - started < 0.1:
-                await asyncio.sleep(0.1)  # an early answer with no change: do not spin
+                await self.pause(0.1)  # an early answer with no change: do not spin
 
     async def _query(self) -> tuple[int, list[dict[str, Any]]]:
         assert self._client is not None
@@ -324,7 +308,9 @@ class ConsulSource:
             wait=f"{self.wait:g}s",
             dc=self.settings.datacenter or None,
         )
-        raw_index, entries = await asyncio.wait_for(call, timeout=self.wait * 1.1 + 15)
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for can lose a cancel (hub.tasks).
+        async with asyncio.timeout(self.wait * 1.1 + 15):
+            raw_index, entries = await call
         try:
             index = int(raw_index)
         except (TypeError, ValueError):

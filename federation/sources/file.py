@@ -27,6 +27,8 @@ import signal
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from hub.tasks import BackgroundService
+
 from .. import config as config_mod
 from ..config import FederationConfig
 from ..membership import Membership
@@ -37,7 +39,7 @@ ConfigListener = Callable[[FederationConfig], "Awaitable[None] | None"]
 ResultListener = Callable[[str], None]  # "ok" or "error"
 
 
-class FileSource:
+class FileSource(BackgroundService):
     """Membership and settings from one YAML file; `start()`/`stop()` run by the app lifecycle."""
 
     name = "config"
@@ -53,6 +55,7 @@ class FileSource:
         sighup: bool = False,
     ):
         self.path = Path(path)
+        super().__init__(f"config-file-{self.path.name}")
         self.membership = membership
         self.on_config = on_config
         self.on_result = on_result
@@ -61,9 +64,7 @@ class FileSource:
         self.config: FederationConfig | None = None   # the last good config read from the file
         self.last_error: str = ""                     # "" while the file on disk is the config in force
         self._digest: bytes | None = None
-        self._wake = asyncio.Event()
         self._forced = False
-        self._task: asyncio.Task[None] | None = None
         self._signal_installed = False
 
     async def start(self) -> None:
@@ -76,34 +77,25 @@ class FileSource:
                 self._signal_installed = True
             except (NotImplementedError, RuntimeError, ValueError) as exc:  # not the main thread, or no SIGHUP here
                 log.warning("cannot reload %s on SIGHUP here (%s); changes are still picked up by polling", self.path, exc)
-        self._task = asyncio.create_task(self._run(), name=f"config-file-{self.path.name}")
+        await super().start()
 
     async def stop(self) -> None:
         if self._signal_installed:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             self._signal_installed = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
 
     def reload_now(self) -> None:
         """Re-read and re-apply the file at once, even if its content did not change (SIGHUP)."""
         self._forced = True
-        self._wake.set()
+        self.wake()
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            self._wake.clear()
+    async def run(self) -> None:
+        while await self.pause(self.poll_interval):   # or until reload_now()
             forced, self._forced = self._forced, False
             try:
                 await self.check(force=forced)
-            except asyncio.CancelledError:
-                raise
             except Exception:  # a bug in a listener must not stop reloading for good
                 log.exception("applying %s failed unexpectedly", self.path)
 

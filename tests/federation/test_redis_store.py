@@ -26,6 +26,7 @@ from federation.redis_store import RedisStore, RedisTarget, parse_redis_url
 from federation.store import open_store
 from tests.support.redis_proc import RedisProcess, free_port
 from tests.support.clock import T0, FakeClock
+from tests.support.races import frozen_loop_clock, on_next_write, spin_until
 
 STORE_LOG = "binderfed.store"
 
@@ -541,10 +542,51 @@ async def test_close_stops_reconnecting(private_redis, stores):
     proc = private_redis(start=False)
     store = RedisStore(proc.url, backoff_initial=0.05)
     await store.start()
-    assert store.degraded and store._reconnect_task is not None
-    task = store._reconnect_task
+    assert store.degraded and store._reconnector.is_running
     await store.close()
-    assert task.done()
+    assert not store._reconnector.is_running
+
+
+# -- cancellation -------------------------------------------------------------------------------
+async def test_a_call_cancelled_as_its_command_is_written_ends_cancelled(redis_url, stores, monkeypatch):
+    """The cancellation that test teardowns lost (issue 14). With a socket timeout set,
+    redis-py wraps every write in `asyncio.wait_for`, and Python 3.11's wait_for returns the
+    write's result instead of raising when the cancel arrives after the write has finished
+    but before wait_for resumes (CPython gh-86296, fixed in 3.12). The store call then ran
+    on as if it had never been cancelled, and so did the loop that made it."""
+    store = await stores(redis_url)
+    await store.put_status(status("m1"))
+    call = asyncio.create_task(store.statuses())
+    fired = on_next_write(monkeypatch, call.cancel)
+    done, _ = await asyncio.wait({call}, timeout=5)
+    assert fired and done, "the call neither ended nor wrote"
+    assert call.cancelled(), f"the cancel was lost: the call returned {call.result()!r}"
+    assert set(await store.statuses()) == {"m1"} and not store.degraded   # the store is fine after it
+
+
+@pytest.mark.parametrize("deadline", ["socket_timeout", "op_timeout"])
+async def test_a_call_cancelled_as_its_timeout_expires_ends_cancelled(private_redis, stores, deadline):
+    """The cause guessed first (issue 14), and not the one: a cancel that falls due together
+    with a store timeout (Redis frozen, so the call waits for its deadline) is not turned
+    into a timeout that the store's `except UNREACHABLE` would swallow; Python 3.11.3+'s
+    asyncio.timeout counts the extra cancel and lets it through."""
+    proc = private_redis()
+    store = await stores(proc.url, socket_timeout=0.3, connect_timeout=0.3, backoff_initial=60)
+    await store.put_status(status("m1"))
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGSTOP)
+    try:
+        with frozen_loop_clock() as clock:
+            started = clock.now
+            call = asyncio.create_task(store.statuses())
+            assert not await spin_until(call.done, 20)    # waiting for the frozen Redis
+            when = started + getattr(store, deadline)
+            asyncio.get_running_loop().call_at(when, call.cancel)
+            clock.advance_to(when)                        # the timeout and the cancel fall due together
+            assert await spin_until(call.done), "the call did not end"
+        assert call.cancelled(), f"the cancel became a timeout and was swallowed: {call.result()!r}"
+    finally:
+        proc.proc.send_signal(signal.SIGCONT)
 
 
 # -- Sentinel -------------------------------------------------------------------------------------

@@ -135,6 +135,21 @@ async def test_sighup_reloads_at_once(tmp_path, run_source):
     await eventually(lambda: results == ["ok", "ok", "ok"], timeout=3, what="a forced re-apply")
 
 
+async def test_stop_ends_the_file_source_when_a_reload_arrives_with_it(tmp_path):
+    """SIGHUP and shutdown together: the poll used to wait in Python 3.11's asyncio.wait_for,
+    which returns the wake-up instead of raising when the cancel comes with it (CPython
+    gh-86296), so the source went on polling and stop() never returned."""
+    path = tmp_path / "federation.yaml"
+    write_members(path, ("alpha", "https://alpha.example.org"))
+    source = FileSource(path, Membership(), poll_interval=30)
+    await source.start()
+    await asyncio.sleep(0.05)           # the loop waits for its next poll
+    source.reload_now()
+    stopping = asyncio.ensure_future(source.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert done, "stop() did not return: the source is still polling"
+
+
 # -- Consul --------------------------------------------------------------------------------
 
 

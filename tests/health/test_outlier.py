@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from dataclasses import replace
 
 import pytest
@@ -10,8 +12,10 @@ import pytest
 from federation.config import OutlierSettings
 from federation.members import Member
 from federation.membership import Membership
+from federation.redis_store import RedisStore
 from health.outlier import OutlierDetector
 from tests.conftest import member_of, member_states
+from tests.support.races import frozen_loop_clock, on_next_write, spin_until
 from tests.support.streams import COOKIE, LAUNCH, mark_healthy, read_events, sticky, stream_config
 from tests.support.waiting import eventually
 
@@ -163,3 +167,48 @@ async def test_failing_member_is_ejected_by_relayed_launches_and_returns(start_d
         return states["broken"] == "healthy" and 'federation_ejected{member="broken"} 0.0' in metrics
     await eventually(returned, timeout=5, what="the ejection to end")
     assert "member broken returns to service" in caplog.text
+
+
+# -- stopping the sweep -----------------------------------------------------------------------
+async def test_stop_ends_the_sweep_when_it_lands_as_a_redis_command_is_written(redis_url, monkeypatch):
+    """The teardown hang of issue 14: a router stopped while its sweep's Redis command was
+    being written never finished stopping (the cancel was swallowed inside redis-py, see
+    tests/federation/test_redis_store.py) and the test ran into its timeout."""
+    store = RedisStore(redis_url)
+    await store.start()
+    detector = OutlierDetector(store, members("a"), lambda: OutlierSettings(base_ejection_time=0.2))
+    stopping: list[asyncio.Task[None]] = []
+    try:
+        await detector.start()
+        await asyncio.sleep(0.1)                 # a few sweeps
+        on_next_write(monkeypatch, lambda: stopping.append(asyncio.ensure_future(detector.stop())))
+        await eventually(lambda: stopping, timeout=5, what="the next sweep's Redis command")
+        async with asyncio.timeout(5):
+            await stopping[0]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("deadline", ["socket_timeout", "op_timeout"])
+async def test_stop_ends_the_sweep_when_it_falls_due_with_a_store_timeout(own_redis, deadline):
+    """The guess of issue 14, tried on a loop: Redis frozen, the sweep waits in a store call,
+    and the stop falls due together with that call's timeout. The sweep ends: the cancel
+    does not become a timeout that the store's degradation would swallow."""
+    store = RedisStore(own_redis.url, socket_timeout=0.3, connect_timeout=0.3, backoff_initial=60)
+    await store.start()
+    detector = OutlierDetector(store, members("a"), lambda: OutlierSettings(base_ejection_time=0.2))
+    stopping: list[asyncio.Task[None]] = []
+    assert own_redis.proc is not None
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        with frozen_loop_clock() as clock:
+            started = clock.now
+            await detector.start()
+            await spin_until(lambda: False, 20)            # the first sweep waits for the frozen Redis
+            when = started + getattr(store, deadline)
+            asyncio.get_running_loop().call_at(when, lambda: stopping.append(asyncio.ensure_future(detector.stop())))
+            clock.advance_to(when)
+            assert await spin_until(lambda: bool(stopping) and stopping[0].done()), "stop() did not return"
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+        await store.close()

@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def fixture_path(name: str) -> Path:
-    """Path of a file in the shared fixtures folder next to the repository."""
+    """Path of a file in tests/fixtures (see its README for where each file comes from)."""
     path = (FIXTURES / name).resolve()
     if not path.is_file():
         pytest.fail(f"fixture file {name!r} not found in {FIXTURES.resolve()}")

@@ -163,7 +163,7 @@ async def test_api_errors_then_recovery_keep_the_agent_running(kube, reports, st
         report = await published(reports)
         return report if report.timestamp > during.timestamp and report.usage.user_pods == cluster.EXPECTED.user_pods + 1 else None
     await eventually(recovered, timeout=10, what="a report after the API recovered")
-    assert agent._task is not None and not agent._task.done()
+    assert agent.is_running
     assert agent.last_error == ""
 
 
@@ -187,7 +187,7 @@ async def test_expired_token_is_read_again(kube, reports, start_agent, tmp_path)
     report = await next_report(reports, after=first.timestamp + 0.5)
     assert report.usage.user_pods == cluster.EXPECTED.user_pods
     assert len(loads) >= 2
-    assert not agent._task.done()
+    assert agent.is_running
 
 
 async def test_learned_specs_survive_a_restart(kube, reports, start_agent):

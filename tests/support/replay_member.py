@@ -3,7 +3,7 @@
 It speaks just enough of the member API (DESIGN.md) for a router to relay from it:
 `/health` (healthy, unlimited pod quota), `/versions`, and `/build/<provider>/<spec>`
 answering `text/event-stream` with the recording's bytes exactly as recorded (for
-example `shared/fixtures/binderhub-build-events.sse`, a real BinderHub build), cut
+example `tests/fixtures/binderhub-build-events.sse`, a real BinderHub build), cut
 into chunks of `chunk_size` bytes at arbitrary places. Every `/build/` request's
 path, query and headers are kept in `requests` for assertions.
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "binderhub-build-events.sse"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "binderhub-build-events.sse"
 # The JupyterHub of the BinderHub the recording was made on (its `ready` event's server URL):
 # a member replaying the recording declares it as its `hub_url`, or the relay, which passes
 # on only ready URLs of the member's own origin, would not relay it.
