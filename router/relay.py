@@ -383,7 +383,7 @@ class _Relay:
             self.ctx.metrics.launch_outcomes.labels(self.member.name, outcome).inc()
 
     async def _attempts(self) -> None:
-        ctx, launch, decision = self.ctx, self.launch, self.decision
+        ctx, launch = self.ctx, self.launch
         tried: list[tuple[Member, InfraFailure]] = []
         while True:  # self.member's launch is recorded: by admit(), then by _admit_next()
             member = self.member
