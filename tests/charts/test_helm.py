@@ -7,6 +7,7 @@ Nothing here re-creates a template in Python: a broken template fails these test
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -188,6 +189,27 @@ def test_probes_and_termination_grace_match_the_shutdown_settings(shutdown):
     if shutdown:
         assert (settings.grace, settings.stream_deadline) == (8, 120.5)
     assert pod["terminationGracePeriodSeconds"] == math.ceil(settings.grace + settings.stream_deadline) + 10
+
+
+@pytest.mark.parametrize("existing", ["", "federation-keys"])
+def test_every_replica_gets_the_same_cookie_and_build_token_secrets(existing):
+    """The keys that sign sticky cookies and build tokens come from one Secret for every pod,
+    so a cookie or a launch page one replica made holds on the others."""
+    result = rendered(ROUTER_CHART, {"replicaSecrets": {"existingSecret": existing}} if existing else None)
+    container = result.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {entry["name"]: entry for entry in container["env"]}
+    config = config_mod.parse(yaml.safe_load(result.one("ConfigMap", "binder-federation")["data"]["config.yaml"]))
+    for variable, key in ((config.router.cookie_secret_env, "cookie-secret"),
+                          (config.router.stream.build_token.secret_env, "build-token-secret")):
+        reference = env[variable]["valueFrom"]["secretKeyRef"]
+        assert reference["key"] == key
+        if existing:
+            assert reference["name"] == existing
+        else:
+            secret = result.one("Secret", reference["name"])
+            assert len(base64.b64decode(secret["data"][key])) >= 32
+    names = [d["metadata"]["name"] for d in result.documents if d["kind"] == "Secret"]
+    assert any(name.endswith("-replicas") for name in names) == (not existing)
 
 
 def test_pod_disruption_budget_only_with_more_than_one_replica():

@@ -51,6 +51,10 @@ app.kubernetes.io/part-of: binder-federation
 {{- default (printf "%s-admin" (include "binder-federation.fullname" .)) .Values.adminToken.existingSecret }}
 {{- end }}
 
+{{- define "binder-federation.replicaSecretName" -}}
+{{- default (printf "%s-replicas" (include "binder-federation.fullname" .)) .Values.replicaSecrets.existingSecret }}
+{{- end }}
+
 {{- define "binder-federation.hasAdminToken" -}}
 {{- if or .Values.adminToken.existingSecret .Values.adminToken.value }}true{{ end }}
 {{- end }}
