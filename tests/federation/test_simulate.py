@@ -8,7 +8,7 @@ import json
 import pytest
 
 from federation import simulate
-from federation.cli import main as binderfed
+from router.cli import main as binderfed
 from federation.config import PolicySettings
 from federation.simulate import (
     DEFAULT_MEMBERS,

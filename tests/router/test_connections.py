@@ -137,7 +137,7 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_not_a_flood(t
                       "  header_timeout: 2\nlimits:\n  enabled: false\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "federation.cli", "serve", "--config", str(config), "--log-format", "text",
+        sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--log-format", "text",
         cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         preexec_fn=_limit_descriptors)
     lines: list[str] = []

@@ -2,8 +2,9 @@
 
 Each subcommand lives in the module that owns its concern and exposes
 `add_arguments(parser)` and `run(args) -> int`. The CLI is the composition root, so
-it names modules from every layer; it loads them by name and only when their
-command runs, which keeps start-up fast and the package dependency arrow intact.
+it names modules from every layer: it sits in `router/`, the top layer, which may
+import them all. It loads a command's module by name and only when that command
+runs, which keeps start-up fast (`tests/test_layers.py` reads these names as imports).
 """
 
 from __future__ import annotations
