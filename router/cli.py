@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("hub.agent", "run the member agent: report a member's capacity and image cache from Kubernetes"),
     "check-config": ("federation.config_cli", "validate a router config file"),
     "import-config": ("federation.config_cli:import_command", "convert the mybinder.org redirector's JSON config"),
-    "simulate": ("federation.simulate", "compare placement strategies on a launch trace"),
+    "simulate": ("federation.simulate.cli", "compare placement strategies on a launch trace"),
     "launch": ("federation.launch_client", "launch a repository on a federation and print its server URL"),
     "config-reference": ("federation.config_reference", "write the config reference (Markdown) from config/schema.json"),
     "member": ("federation.member_cli", "join or leave the federation: register your BinderHub in Consul"),
