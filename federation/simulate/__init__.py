@@ -34,10 +34,10 @@ from .engine import simulate
 from .model import DEFAULT_MEMBERS, Model, SimMember, build_time, parse_members
 from .report import format_table, plot
 from .results import Result, percentile
-from .trace import PROVIDER_PREFIXES, SCENARIOS, VIRAL_REPO, Trace, TraceLaunch, TraceParams, read_trace, synthetic_trace
+from .trace import SCENARIOS, VIRAL_REPO, Trace, TraceLaunch, TraceParams, read_trace, synthetic_trace
 
 __all__ = [
-    "DEFAULT_MEMBERS", "DEFAULT_STRATEGIES", "PROVIDER_PREFIXES", "SCENARIOS", "TRACE_FLAGS", "VIRAL_REPO",
+    "DEFAULT_MEMBERS", "DEFAULT_STRATEGIES", "SCENARIOS", "TRACE_FLAGS", "VIRAL_REPO",
     "Model", "Result", "SimMember", "Trace", "TraceLaunch", "TraceParams",
     "add_arguments", "build_time", "format_table", "main", "parse_members", "percentile", "plot", "read_trace",
     "run", "simulate", "synthetic_trace",

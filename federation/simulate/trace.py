@@ -46,25 +46,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hub import providers
+
 # The router's own parser: a trace sees its launches as the router would.
 from ..spec import parse_launch
 
 VIRAL_REPO = "gh/viral/notebook"
-
-# BinderHub's launch-event archive names providers; the router's paths use prefixes.
-PROVIDER_PREFIXES = {
-    "github": "gh",
-    "gh": "gh",
-    "gist": "gist",
-    "gitlab": "gl",
-    "gl": "gl",
-    "git": "git",
-    "zenodo": "zenodo",
-    "figshare": "figshare",
-    "hydroshare": "hydroshare",
-    "dataverse": "dataverse",
-    "ckan": "ckan",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +170,9 @@ def read_trace(path: str | Path, params: TraceParams = TraceParams()) -> Trace:
                 if not isinstance(event, dict):
                     raise ValueError("not a JSON object")
                 when = _timestamp(event["timestamp"])
-                provider = PROVIDER_PREFIXES.get(str(event["provider"]).lower(), str(event["provider"]))
+                # The event archive names the provider (`GitHub`); the path needs its prefix (`gh`).
+                named = providers.by_name(str(event["provider"]))
+                provider = named.prefix if named is not None else str(event["provider"])
                 spec = str(event["spec"]).strip("/")
                 request = parse_launch(f"/v2/{provider}/{spec}")
             except (ValueError, KeyError, TypeError, OverflowError):  # SpecError is a ValueError
