@@ -132,7 +132,15 @@ class Gist(Provider):
         return f"https://gist.github.com/{unquote(user)}/{unquote(gist)}"
 
 
-class GitLab(Provider):
+class _EscapedRepoProvider(Provider):
+    """A provider whose spec is one url-escaped repository part, then the ref (gl, git)."""
+
+    def tokenize(self, spec: str) -> Tokens:
+        parts = split_spec(spec, 2, "url-escaped-repo/ref")
+        return Tokens((parts[0],), unquote("/".join(parts[1:])))
+
+
+class GitLab(_EscapedRepoProvider):
     prefix, name = "gl", "GitLab"
 
     def parse(self, parts: list[str]) -> ProviderSpec:
@@ -149,10 +157,6 @@ class GitLab(Provider):
             )
         return _gl(namespace, decoded_ref(parts[1:], "GitLab spec"))
 
-    def tokenize(self, spec: str) -> Tokens:
-        parts = split_spec(spec, 2, "url-escaped-repo/ref")
-        return Tokens((parts[0],), unquote("/".join(parts[1:])))
-
     def build_slug(self, spec: str) -> str:
         # GitLabRepoProvider: namespace parts joined by "-", with "-" inside a part
         # written "_-" so that "a-b/c" and "a/b-c" stay distinct
@@ -163,7 +167,7 @@ class GitLab(Provider):
         return f"https://gitlab.com/{unquote(self.tokenize(spec).repo[0])}"
 
 
-class Git(Provider):
+class Git(_EscapedRepoProvider):
     prefix, name = "git", "git"
 
     def parse(self, parts: list[str]) -> ProviderSpec:
@@ -172,10 +176,6 @@ class Git(Provider):
         url = http_url(unescape(parts[0]), "git repository URL")
         ref = decoded_ref(parts[1:], "git spec")
         return _hosted_alias(url, ref) or keyed(f"git/{normalized_url(url, strip_git=True)}", ref)
-
-    def tokenize(self, spec: str) -> Tokens:
-        parts = split_spec(spec, 2, "url-escaped-repo/ref")
-        return Tokens((parts[0],), unquote("/".join(parts[1:])))
 
     def build_slug(self, spec: str) -> str:
         # GitRepoProvider: the unescaped repository URL itself
