@@ -20,10 +20,11 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from federation.config import HealthSettings
+from federation.member_health import ProbeResult, assess
 from federation.members import Member, MemberState, MemberStatus
 from federation.membership import Membership
 from federation.store import Store
@@ -34,18 +35,6 @@ from hub.tasks import BackgroundService
 log = logging.getLogger("binderfed.prober")
 
 LEASE = "prober"
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """What one probe of one member saw: a health report or the error that prevented one."""
-
-    report: HealthReport | None
-    versions: Mapping[str, Any]
-    error: str = ""              # in our own words: becomes the member's public reason
-    unreachable: bool = False
-    latency: float | None = None
-    detail: str = ""             # what the member sent (an excerpt), for the log only
 
 
 async def probe_member(client: HubClient, member: Member, settings: HealthSettings) -> ProbeResult:
@@ -77,53 +66,6 @@ async def probe_member(client: HubClient, member: Member, settings: HealthSettin
             return ProbeResult(None, {}, error="bad answer: the probe could not read it",
                                latency=time.monotonic() - started, detail=f"{type(exc).__name__}: {exc}"[:200])
     raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
-
-
-def assess(
-    name: str,
-    result: ProbeResult,
-    previous: MemberStatus | None,
-    headroom: int,
-    reference_version: str | None,
-    now: float,
-) -> MemberStatus:
-    """Turn one probe result into the member's status (pure)."""
-    failures = min((previous.consecutive_failures if previous else 0) + 1, MAX_COUNT)
-    if result.report is None:
-        return MemberStatus(
-            name=name, state=MemberState.UNHEALTHY, reason=result.error, checked_at=now,
-            latency=result.latency, consecutive_failures=failures,
-            versions=previous.versions if previous else {},
-        )
-    report = result.report
-    version = result.versions.get("binderhub") if result.versions else None
-    version_differs = reference_version is not None and version is not None and version != reference_version
-    # "versions" is a check when /versions was fetched and compared (as the redirector's).
-    # Only BinderHub's own check names: the checks reach the API and metric labels.
-    checks = ((("versions", not version_differs),) if result.versions else ()) + report.public_checks
-    base = dict(
-        name=name, quota=report.quota, has_quota=report.has_quota_check, total_pods=report.total_pods,
-        build_pods=report.build_pods, user_pods=report.user_pods, versions=dict(result.versions),
-        checked_at=now, latency=result.latency, checks=checks,
-    )
-    if not report.ok:
-        failed = ", ".join(report.public_failed_checks) or f"HTTP {report.http_status}"
-        return MemberStatus(state=MemberState.UNHEALTHY, reason=f"failed checks: {failed}",
-                            consecutive_failures=failures, **base)
-    if version_differs:
-        return MemberStatus(state=MemberState.UNHEALTHY,
-                            reason=f"runs BinderHub {version}, federation expects {reference_version}",
-                            consecutive_failures=failures, **base)
-    if report.quota is not None and report.quota - report.total_pods <= headroom:
-        return MemberStatus(state=MemberState.FULL,
-                            reason=f"full: {report.total_pods} of {report.quota} pods (headroom {headroom})", **base)
-    if not report.has_quota_check:
-        reason = "ok (capacity unknown: no Pod quota check)"
-    elif report.quota is None:
-        reason = "ok (no pod quota)"
-    else:
-        reason = f"ok: {report.total_pods} of {report.quota} pods"
-    return MemberStatus(state=MemberState.HEALTHY, reason=reason, **base)
 
 
 def reference_version(policy: str, members: tuple[Member, ...], statuses: Mapping[str, MemberStatus]) -> str | None:

@@ -3,7 +3,7 @@
 A member names the image of a launch `<image_prefix><safe_slug>:<resolved_ref>`, with
 the whole name then `_`→`-` replaced and lower-cased (BinderHub `builder.py`):
 
-- the *build slug* comes from the repo provider (`get_build_slug()`), see `build_slug`;
+- the *build slug* comes from the repo provider (`get_build_slug()`, `hub.providers`), see `build_slug`;
 - `safe_slug` = escapism.escape(slug, safe=ASCII letters+digits, escape_char="-"),
   truncated to `limit - 7` characters, then `-` and the first 6 hex digits of
   sha256(unescaped slug), all lower-cased (`_safe_build_slug`);
@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-from urllib.parse import unquote
 
 import escapism
+
+from . import providers
 
 MAX_IMAGE_NAME = 255
 HASH_LENGTH = 6
@@ -33,10 +34,6 @@ _SAFE_SLUG = re.compile(r"[a-z0-9-]*-[0-9a-f]{6}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # Docker Hub's spellings, all equivalent to giving no registry host at all.
 _DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-
-# Providers whose build slug contains something only the provider's API knows (a
-# record id, a version date, a dataset identifier): see `data_build_slug`.
-_SLUG_NEEDS_NETWORK = frozenset({"zenodo", "figshare", "hydroshare", "dataverse", "ckan"})
 
 
 def _escape(text: str) -> str:
@@ -60,7 +57,7 @@ def safe_build_slug(build_slug: str, limit: int = MAX_IMAGE_NAME) -> str:
 
 
 def build_slug(provider: str, spec: str) -> str | None:
-    """The build slug a member's repo provider reports for a launch spec.
+    """The build slug a member's repo provider reports for a launch spec (`hub.providers`).
 
     `spec` is the provider spec exactly as in the launch path (`LaunchRequest.spec`,
     still URL-escaped, original case). It must not be the case-folded repository key:
@@ -69,45 +66,18 @@ def build_slug(provider: str, spec: str) -> str | None:
     providers, HydroShare, CKAN); see `data_build_slug`. Raises ValueError for an
     unknown provider or a spec without the parts the slug is made of.
     """
-    parts = spec.split("/")
-    if provider == "gh":
-        # GitHubRepoProvider: f"{user}-{repo}", ".git" stripped from repo
-        if len(parts) < 3:
-            raise ValueError(f"GitHub spec {spec!r} is not <user>/<repo>/<ref>")
-        repo = parts[1][: -len(".git")] if parts[1].endswith(".git") else parts[1]
-        return f"{parts[0]}-{repo}"
-    if provider == "gist":
-        # GistRepoProvider: just the gist id (the user is not part of it)
-        if len(parts) < 2:
-            raise ValueError(f"gist spec {spec!r} is not <user>/<gist id>[/<ref>]")
-        return parts[1]
-    if provider == "gl":
-        # GitLabRepoProvider: namespace parts joined by "-", with "-" inside a part
-        # written "_-" so that "a-b/c" and "a/b-c" stay distinct
-        namespace = unquote(parts[0])
-        return "-".join(p.replace("-", "_-") for p in namespace.split("/"))
-    if provider == "git":
-        # GitRepoProvider: the unescaped repository URL itself
-        return unquote(parts[0])
-    if provider in _SLUG_NEEDS_NETWORK:
-        return None
-    raise ValueError(f"unknown provider {provider!r}")
+    return providers.provider(provider).build_slug(spec)
 
 
 def data_build_slug(provider: str, resolved: str) -> str:
-    """The build slug of a data provider, given what its API resolved.
+    """The build slug of a data provider, given what its API resolved (`hub.providers.data`).
 
     `resolved` is, per provider: zenodo — the record id (`3242074`); figshare — the
     article id and version (`9782777.v1`); hydroshare — `<resource id>.v<epoch>`;
     dataverse — the dataset identifier (`DVN/TJCLKP`). For zenodo, figshare and
     hydroshare this is also the resolved ref, i.e. the image tag.
     """
-    if provider in ("zenodo", "figshare", "hydroshare"):
-        return f"{provider}-{resolved}"
-    if provider == "dataverse":
-        # DataverseProvider escapes with escapism's default safe set (letters, digits)
-        return "dataverse-" + escapism.escape(resolved, escape_char="-").lower()
-    raise ValueError(f"provider {provider!r} has no resolved build slug")
+    return providers.provider(provider).data_build_slug(resolved)
 
 
 def image_name(prefix: str, build_slug: str, resolved_ref: str) -> str:

@@ -15,10 +15,15 @@ from federation.membership import Membership
 from federation.store import MemoryStore, Store, open_store
 from router.app import create_app
 from router.context import CONTEXT, RouterContext
+from tests.support.consul_double import ConsulDouble
 from tests.support.redis_proc import RedisProcess
 
 # Every test that takes `store_url` runs once per store implementation.
 STORE_KINDS = ["memory", "redis"]
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "consul_double(**kwargs): keyword arguments of the consul_double fixture's ConsulDouble")
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +41,21 @@ def own_redis():
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+async def consul_double(request):
+    """A Consul agent and catalog double on 127.0.0.1 (tests/support/consul_double.py), stopped at teardown.
+
+    `@pytest.mark.consul_double(run_checks=False)` on a test or a module passes keywords
+    to `ConsulDouble`: members registered with made-up URLs need their checks left in the
+    state the test sets, instead of run (which would look the names up on the network).
+    """
+    marker = request.node.get_closest_marker("consul_double")
+    double = ConsulDouble(**(marker.kwargs if marker else {}))
+    await double.start()
+    yield double
+    await double.stop()
 
 
 @pytest.fixture

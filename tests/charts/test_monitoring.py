@@ -21,7 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
-import pytest
 import redis.asyncio as aioredis
 import yaml
 
@@ -122,15 +121,8 @@ async def launch(http, url: str, path: str) -> dict:
     return {"status": response.status, "phase": phase, "member": member}
 
 
-@pytest.fixture
-async def consul():
-    double = ConsulDouble()
-    await double.start()
-    yield double
-    await double.stop()
-
-
-async def test_dashboard_and_alerts_on_a_real_prometheus(start_router, start_devhub, redis_url, consul, tmp_path):
+async def test_dashboard_and_alerts_on_a_real_prometheus(start_router, start_devhub, redis_url, consul_double, tmp_path):
+    consul = consul_double
     started = time.monotonic()
     hubs = {name: await start_devhub(name, quota=20) for name in ("alpha", "beta", "gamma", "delta")}
     await register_member(consul.url, Registration(name="gamma", url=hubs["gamma"].url, check=False))

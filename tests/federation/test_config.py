@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from federation import config
-from federation.cli import main as cli_main
+from router.cli import main as cli_main
 from federation.redirector_config import convert
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_check_config_command_exit_codes(tmp_path, capsys):
 def test_console_script_reports_config_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("policy: {strategy: nope}\n")
-    proc = subprocess.run([sys.executable, "-m", "federation.cli", "check-config", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "router.cli", "check-config", str(bad)],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 1
     assert "policy.strategy" in proc.stderr

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from federation import config
-from federation.cli import main as cli_main
+from router.cli import main as cli_main
 from federation.redirector_config import convert
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "redirector"

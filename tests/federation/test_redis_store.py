@@ -27,6 +27,7 @@ from federation.store import open_store
 from tests.support.redis_proc import RedisProcess, free_port
 from tests.support.clock import T0, FakeClock
 from tests.support.races import frozen_loop_clock, on_next_write, spin_until
+from tests.support.waiting import eventually
 
 STORE_LOG = "binderfed.store"
 
@@ -73,16 +74,6 @@ async def plain_client(url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
-
-
-async def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 def status(name: str, checked_at: float = T0, **kw: Any) -> MemberStatus:
@@ -381,7 +372,7 @@ async def test_degrades_and_recovers_when_redis_stops(private_redis, stores, cap
         await a.launch_state(None)
         return a.degraded is False
 
-    await wait_for(recovered, timeout=10)
+    await eventually(recovered, timeout=10, interval=0.05, what="the store to recover")
     assert any(r.getMessage().startswith("store recovered") for r in caplog.records)
     # b never called Redis while it was down: it reads what a pushed back.
     state = await b.launch_state("gh/new/repo")
@@ -421,7 +412,7 @@ async def test_a_launch_limit_holds_against_own_launches_while_degraded(private_
         await a.launch_state(None)
         return a.degraded is False
 
-    await wait_for(recovered, timeout=10)
+    await eventually(recovered, timeout=10, interval=0.05, what="the store to recover")
     assert (await b.launch_state(None)).in_flight == {"m1": 1}   # the refused launch was not journaled
 
 
@@ -439,7 +430,7 @@ async def test_events_logged_while_degraded_are_pushed_back_in_chunks(private_re
     async def recovered() -> bool:
         return not store.degraded
 
-    await wait_for(recovered, timeout=10)
+    await eventually(recovered, timeout=10, interval=0.05, what="the store to recover")
     other = await stores(proc.url)
     assert [e["n"] for e in await other.recent_launches(0)] == list(range(1, 11))
 
@@ -468,7 +459,7 @@ async def test_a_failed_push_back_is_retried_without_losing_or_repeating(private
     async def recovered() -> bool:
         return not store.degraded
 
-    await wait_for(recovered, timeout=10)
+    await eventually(recovered, timeout=10, interval=0.05, what="the store to recover")
     assert failures == [1]
     other = await stores(proc.url)
     state = await other.launch_state(None)
@@ -514,7 +505,7 @@ async def test_frozen_redis_times_out_quickly(private_redis, stores):
         await store.in_flight()
         return not store.degraded
 
-    await wait_for(recovered, timeout=10)
+    await eventually(recovered, timeout=10, interval=0.05, what="the store to recover")
     assert (await store.launch_state(None)).statuses["m3"].name == "m3"   # written while frozen, pushed back
 
 
@@ -532,7 +523,7 @@ async def test_start_while_redis_is_down(private_redis, stores):
     async def recovered() -> bool:
         return not store.degraded
 
-    await wait_for(recovered, timeout=10)
+    await eventually(recovered, timeout=10, interval=0.05, what="the store to recover")
     other = await stores(proc.url)
     state = await other.launch_state(None)
     assert set(state.statuses) == {"m1"} and state.in_flight == {"m1": 1}
@@ -617,7 +608,7 @@ async def test_sentinel_url_reaches_the_master(sentinel, stores):
     async def connected() -> bool:
         return not store.degraded   # the sentinel may still be starting: the store retries
 
-    await wait_for(connected, timeout=10)
+    await eventually(connected, timeout=10, interval=0.05, what="the store to connect")
     await store.put_status(status("m1"))
     await store.record_launch("m1", 60)
     direct = await stores(master.url)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from federation import simulate
-from federation.cli import main as binderfed
+from router.cli import main as binderfed
 from federation.config import PolicySettings
 from federation.simulate import (
     DEFAULT_MEMBERS,
@@ -192,12 +192,12 @@ def test_time_to_ready_is_a_build_then_a_start_from_cache():
                            source="two launches")
     result = simulate.simulate(trace, parse_members("a=10"), "rendezvous", seed=1)
     model = simulate.Model()
-    build = simulate._build_time(key, 1, model)
+    build = simulate.build_time(key, 1, model)
     assert sorted(result.ready_times) == [pytest.approx(model.redirect_delay + model.start_time),
                                           pytest.approx(model.redirect_delay + build + model.start_time)]
     assert result.ready_median == pytest.approx(model.redirect_delay + model.start_time)
     assert result.ready_p95 == pytest.approx(model.redirect_delay + build + model.start_time)
-    assert simulate._percentile([], 50) is None
+    assert simulate.percentile([], 50) is None
 
 
 def test_low_load_scenario_keeps_every_launch_on_its_affinity_member(capsys):

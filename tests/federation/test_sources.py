@@ -21,6 +21,11 @@ from tests.support.consul_double import ConsulDouble
 from tests.support.waiting import eventually
 
 
+# The members registered here have made-up URLs: the double leaves checks in the state
+# the test sets instead of running them.
+pytestmark = pytest.mark.consul_double(run_checks=False)
+
+
 def names(membership: Membership) -> list[str]:
     return [m.name for m in membership.members()]
 
@@ -28,16 +33,6 @@ def names(membership: Membership) -> list[str]:
 def write_members(path, *members: tuple[str, str], extra: str = "") -> None:
     body = "members:\n" + "".join(f"  - name: {n}\n    url: {u}\n" for n, u in members)
     path.write_text(body + textwrap.dedent(extra))
-
-
-@pytest.fixture
-async def consul_double():
-    # The members registered here have made-up URLs: the double leaves checks in the state
-    # the test sets instead of running them (which would look the names up on the network).
-    double = ConsulDouble(run_checks=False)
-    await double.start()
-    yield double
-    await double.stop()
 
 
 @pytest.fixture

@@ -17,17 +17,10 @@ from health.outlier import OutlierDetector
 from tests.conftest import member_of, member_states
 from tests.support.races import frozen_loop_clock, on_next_write, spin_until
 from tests.support.streams import COOKIE, LAUNCH, mark_healthy, read_events, sticky, stream_config
+from tests.support.clock import FakeClock
 from tests.support.waiting import eventually
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def members(*names: str) -> Membership:
@@ -40,7 +33,7 @@ def detector(make_store):
     made = []
 
     def make(names=("a", "b", "c", "d"), **settings):
-        clock = Clock()
+        clock = FakeClock(T0)
         store = make_store(clock=clock)
         events: list[tuple[str, str]] = []
         current = OutlierSettings(**settings)

@@ -238,7 +238,7 @@ async def test_cli_once_prints_a_report_from_a_kubeconfig(kube, tmp_path):
     }))
     kube.require_token("kubeconfig-token")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "federation.cli", "agent", "--once", "--member", "a",
+        sys.executable, "-m", "router.cli", "agent", "--once", "--member", "a",
         "--image-prefix", cluster.PREFIX, "--namespace", cluster.NAMESPACE, "--kubeconfig", str(kubeconfig),
         "--spec", cluster.SPEC_B, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -256,7 +256,7 @@ async def test_cli_once_prints_a_report_from_a_kubeconfig(kube, tmp_path):
 
 async def test_cli_refuses_to_start_without_a_token(tmp_path):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "federation.cli", "agent", "--member", "a", "--image-prefix", cluster.PREFIX,
+        sys.executable, "-m", "router.cli", "agent", "--member", "a", "--image-prefix", cluster.PREFIX,
         "--redis-url", "redis://127.0.0.1:1/0", "--token-file", str(tmp_path / "missing"),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -271,7 +271,7 @@ async def test_cli_refuses_a_sentinel_redis_url_it_cannot_use(tmp_path):
     token = tmp_path / "token"
     token.write_text("a-report-token-0123456789abcdef")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "federation.cli", "agent", "--member", "a", "--image-prefix", cluster.PREFIX,
+        sys.executable, "-m", "router.cli", "agent", "--member", "a", "--image-prefix", cluster.PREFIX,
         "--redis-url", "redis+sentinel://s3cret@10.0.0.1:26379/binderfed/0", "--token-file", str(token),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -21,7 +21,8 @@ from hub.client import (
     MemberUnreachable,
 )
 from hub.events import encode_comment, encode_event
-from tests.hub.conftest import fixture_path, free_port, wait_for
+from tests.hub.conftest import fixture_path, free_port
+from tests.support.waiting import eventually
 
 FIXTURE = "binderhub-build-events.sse"
 
@@ -501,7 +502,7 @@ async def test_consumer_stopping_closes_upstream(serve_app, http, how: str) -> N
         await consume()
 
     assert upstream.connected == 1
-    await wait_for(lambda: upstream.disconnected == 1, timeout=5)
+    await eventually(lambda: upstream.disconnected == 1, timeout=5, what="the upstream to see the client leave")
     # the session is still usable and has no leftover connection to that upstream
     assert not http.closed
 

@@ -29,7 +29,7 @@ from hub.devhub import (
 from hub.build_tokens import token_from_page
 from hub.events import SSEDecoder
 from hub.models import PHASES, BuildEvent
-from tests.hub.conftest import wait_for
+from tests.support.waiting import eventually
 
 FAST = dict(build_seconds=0.05, launch_seconds=0.03, event_interval=0.01)
 REPO = "gh/binder-examples/octave/HEAD"
@@ -142,7 +142,7 @@ async def test_build_pod_counted_while_building(make_hub, http) -> None:
                 report = await client.health(hub.url, timeout=5)
                 assert (report.build_pods, report.user_pods, report.total_pods) == (1, 0, 1)
                 break
-    await wait_for(lambda: hub.build_pods == 0)
+    await eventually(lambda: hub.build_pods == 0, what="no build pod")
 
 
 async def test_missing_accept_header_is_an_in_band_400(make_hub, http) -> None:
@@ -241,7 +241,7 @@ async def test_build_faults_refuse_full_and_stall(make_hub, http) -> None:
     assert got[-1] == "building" and got.count("building") == 1
     assert time.monotonic() - started < 3
     # the stalled stream's handler notices the client left and frees its build pod
-    await wait_for(lambda: hub.build_pods == 0)
+    await eventually(lambda: hub.build_pods == 0, what="no build pod")
 
 
 async def test_keepalive_comments(make_hub, http) -> None:
@@ -261,7 +261,7 @@ async def test_idle_culling_frees_quota(make_hub, http) -> None:
     ready = (await launch(client, hub))[-1]
     assert ready.phase == "ready" and hub.user_pods == 1
     assert phases(await launch(client, hub, "gh/org/other/HEAD")) == ["failed"]
-    await wait_for(lambda: hub.user_pods == 0, timeout=5)
+    await eventually(lambda: hub.user_pods == 0, timeout=5, what="no user pod")
     report = await client.health(hub.url, timeout=5)
     assert report.user_pods == 0 and report.total_pods == 0
     async with http.get(ready.data["url"], params={"token": ready.data["token"]}) as resp:
@@ -280,7 +280,7 @@ async def test_activity_keeps_a_server_alive(make_hub, http) -> None:
             assert resp.status == 200
         await asyncio.sleep(0.05)
     assert hub.user_pods == 1
-    await wait_for(lambda: hub.user_pods == 0, timeout=5)
+    await eventually(lambda: hub.user_pods == 0, timeout=5, what="no user pod")
 
 
 async def test_query_and_forwarded_headers_are_recorded(make_hub, http) -> None:

@@ -28,6 +28,7 @@ from router.context import CONTEXT
 from router.serve import listen
 from tests.conftest import fast_config, member_of
 from tests.support.cli import REPO
+from tests.support.clock import FakeClock
 from tests.support.streams import LAUNCH, mark_healthy, read_events, stream_config
 from tests.support.waiting import eventually
 
@@ -137,7 +138,7 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_not_a_flood(t
                       "  header_timeout: 2\nlimits:\n  enabled: false\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "federation.cli", "serve", "--config", str(config), "--log-format", "text",
+        sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--log-format", "text",
         cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         preexec_fn=_limit_descriptors)
     lines: list[str] = []
@@ -203,8 +204,8 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_not_a_flood(t
 def test_the_repeat_filter_lets_one_line_per_interval_through_with_a_count():
     from federation.logs import RepeatFilter
 
-    now = [0.0]
-    repeats = RepeatFilter(interval=10, clock=lambda: now[0])
+    clock = FakeClock(0.0)
+    repeats = RepeatFilter(interval=10, clock=clock)
 
     def record(msg: str, level: int = logging.ERROR, name: str = "binderfed.x") -> logging.LogRecord:
         return logging.LogRecord(name, level, __file__, 1, msg, ("arg",), None)
@@ -214,7 +215,7 @@ def test_the_repeat_filter_lets_one_line_per_interval_through_with_a_count():
     assert repeats.filter(record("another error %s"))                     # another message: its own count
     assert all(repeats.filter(record("launch %s", logging.INFO)) for _ in range(3))   # not errors: untouched
     assert repeats.filter(record("socket.accept() out of system resource", logging.ERROR, "asyncio"))
-    now[0] = 11.0
+    clock.advance(11.0)
     line = record("failed: %s")
     assert repeats.filter(line)
     assert line.getMessage() == "failed: arg (and 5 more like it in the last 11 s)"

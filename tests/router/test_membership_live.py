@@ -7,7 +7,6 @@ import logging
 import textwrap
 from dataclasses import replace
 
-import pytest
 from yarl import URL
 
 from federation import config as config_mod
@@ -161,14 +160,6 @@ async def test_settings_are_swapped_and_restart_only_ones_are_not(start_devhub, 
 
 
 # -- Consul -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def consul_double():
-    double = ConsulDouble()
-    await double.start()
-    yield double
-    await double.stop()
 
 
 def consul_yaml(double: ConsulDouble, *members, extra: str = "") -> str:

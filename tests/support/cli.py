@@ -23,11 +23,11 @@ class Completed:
 
 
 async def run_binderfed(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> Completed:
-    """`binderfed ARGS...` (as `python -m federation.cli`); `env` is added to a copy of os.environ."""
+    """`binderfed ARGS...` (as `python -m router.cli`); `env` is added to a copy of os.environ."""
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "federation.cli", *args, cwd=REPO, env=full_env,
+        sys.executable, "-m", "router.cli", *args, cwd=REPO, env=full_env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

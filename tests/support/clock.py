@@ -1,4 +1,8 @@
-"""A clock the test moves by hand, injected where code would read time.time()."""
+"""The one fake clock of the tests: a clock the test moves by hand.
+
+Inject it where code would read `time.time()` (a store's `clock=`), `time.monotonic()`,
+or, through `tests.support.races.frozen_loop_clock`, the event loop's own `time()`.
+"""
 
 from __future__ import annotations
 
@@ -14,3 +18,7 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def advance_to(self, when: float) -> None:
+        """Move to `when`, never back."""
+        self.now = max(self.now, when)

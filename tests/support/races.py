@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 from typing import Callable, Iterator
 
+from tests.support.clock import FakeClock
+
 # Loop iterations `spin_until` allows: far more than any chain of wake-ups in these tests.
 SPIN = 20_000
 
@@ -34,22 +36,11 @@ def on_next_write(monkeypatch, action: Callable[[], None]) -> list[bool]:
     return fired
 
 
-class LoopClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance_to(self, when: float) -> None:
-        self.now = max(self.now, when)
-
-
 @contextlib.contextmanager
-def frozen_loop_clock() -> Iterator[LoopClock]:
+def frozen_loop_clock() -> Iterator[FakeClock]:
     """The running loop's `time()` stands still until the test moves it (real I/O goes on)."""
     loop = asyncio.get_running_loop()
-    clock = LoopClock(loop.time())
+    clock = FakeClock(loop.time())
     loop.time = clock  # type: ignore[method-assign]  # an instance attribute, removed below
     try:
         yield clock

@@ -33,7 +33,7 @@ class ServeProcess:
         env = {**os.environ, **self.env}
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "federation.cli", *self.args, cwd=REPO, env=env,
+            sys.executable, "-m", "router.cli", *self.args, cwd=REPO, env=env,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read())

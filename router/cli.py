@@ -2,8 +2,9 @@
 
 Each subcommand lives in the module that owns its concern and exposes
 `add_arguments(parser)` and `run(args) -> int`. The CLI is the composition root, so
-it names modules from every layer; it loads them by name and only when their
-command runs, which keeps start-up fast and the package dependency arrow intact.
+it names modules from every layer: it sits in `router/`, the top layer, which may
+import them all. It loads a command's module by name and only when that command
+runs, which keeps start-up fast (`tests/test_layers.py` reads these names as imports).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("router.serve", "run the launch router"),
     "demo": ("router.demo", "run a local federation: router + dev members on loopback"),
-    "devhub": ("hub.devhub", "run a development member BinderHub (for demos and tests)"),
+    "devhub": ("hub.devhub.cli", "run a development member BinderHub (for demos and tests)"),
     "agent": ("hub.agent", "run the member agent: report a member's capacity and image cache from Kubernetes"),
     "check-config": ("federation.config_cli", "validate a router config file"),
     "import-config": ("federation.config_cli:import_command", "convert the mybinder.org redirector's JSON config"),
-    "simulate": ("federation.simulate", "compare placement strategies on a launch trace"),
+    "simulate": ("federation.simulate.cli", "compare placement strategies on a launch trace"),
     "launch": ("federation.launch_client", "launch a repository on a federation and print its server URL"),
     "config-reference": ("federation.config_reference", "write the config reference (Markdown) from config/schema.json"),
     "member": ("federation.member_cli", "join or leave the federation: register your BinderHub in Consul"),
