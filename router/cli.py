@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("router.serve", "run the launch router"),
     "demo": ("router.demo", "run a local federation: router + dev members on loopback"),
     "devhub": ("hub.devhub.cli", "run a development member BinderHub (for demos and tests)"),
-    "agent": ("hub.agent", "run the member agent: report a member's capacity and image cache from Kubernetes"),
+    "agent": ("hub.agent.cli", "run the member agent: report a member's capacity and image cache from Kubernetes"),
     "check-config": ("federation.config_cli", "validate a router config file"),
     "import-config": ("federation.config_cli:import_command", "convert the mybinder.org redirector's JSON config"),
     "simulate": ("federation.simulate.cli", "compare placement strategies on a launch trace"),

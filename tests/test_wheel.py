@@ -100,6 +100,15 @@ def test_the_wheel_carries_the_config_files_and_router_pages(installed):
     assert not any(n.startswith(("tests/", "config/", "benchmarks/")) for n in names), sorted(names)
 
 
+def test_the_wheel_carries_every_module_of_the_four_layers(installed):
+    # pyproject.toml lists the packages by name: a new package (a folder split into
+    # modules) that is not listed would import in the checkout and fail once installed.
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
+    modules = {p.relative_to(ROOT).as_posix() for layer in ("federation", "hub", "health", "router")
+               for p in (ROOT / layer).rglob("*.py") if "__pycache__" not in p.parts}
+    assert modules - names == set(), "add these packages to pyproject.toml [tool.setuptools] packages"
+
+
 def test_building_the_wheel_gives_no_setuptools_warning(installed):
     # setuptools reports deprecated or incomplete packaging config as `...Warning:` lines;
     # byte-compiling notices ("warning: build_py: byte-compiling is disabled") are the

@@ -278,7 +278,7 @@ def test_member_agent_is_started_with_flags_binderfed_agent_accepts(variant, mon
     assert env["name"] == "BINDERFED_AGENT_REDIS_URL" and "secretKeyRef" in env["valueFrom"]
     assert not any("--redis-url" in a for a in container["args"]), "the Redis URL carries a password"
     monkeypatch.setenv("BINDERFED_AGENT_REDIS_URL", "redis://:secret@redis.example.org:6379/0")
-    parsed = _parse_with("hub.agent", container["args"][1:])
+    parsed = _parse_with("hub.agent.cli", container["args"][1:])
     assert parsed.member == values["member"]["name"]
     assert parsed.image_prefix == values["agent"]["imagePrefix"]
     assert parsed.namespace == (values["agent"].get("binderhubNamespace") or "federation")
