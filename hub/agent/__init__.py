@@ -36,9 +36,9 @@ What it learned from pods is kept in Redis (`binderfed:agent-specs:<member>`), s
 restarted agent still knows the repositories of images whose pods are long gone;
 entries of images not seen for `--forget-after-days` are dropped.
 
-Reading the cluster (raw JSON, blocking calls in worker threads) is `hub.kube`. The
+Reading the cluster (raw JSON, blocking calls in worker threads) is `hub.agent.kube`. The
 package's rooms: `settings` (what the agent is told), `specs` (slug → launch spec),
-`reporting` (one report, pure), `outbox` (Redis), `service` (the loop), `cli`.
+`pods` (what pods and nodes say), `reporting` (one report, pure), `outbox` (Redis), `service` (the loop), `cli`.
 
 Errors (API 5xx, connection loss, an expired token answering 401) are retried with
 exponential backoff; a 401 also rebuilds the client from its configuration, which

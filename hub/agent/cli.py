@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..kube import KubeReader, api_status, default_config_loader
+from .kube import KubeReader, api_status, default_config_loader
 from .outbox import RedisOutbox
 from .service import Agent
 from .settings import AgentSettings, token_from

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..kube import NodeInfo
+from .pods import NodeInfo
 from ..report import Capacity, CachedImage, MemberReport, RunningRepo, Usage
 from .settings import AgentSettings
 from .specs import SpecBook

@@ -7,7 +7,8 @@ import logging
 import time
 from typing import Any, Callable
 
-from ..kube import KubeReader, PodBook, PodInfo, PodWatcher, api_status, node_info
+from .kube import KubeReader, PodWatcher, api_status
+from .pods import PodBook, PodInfo, node_info
 from ..report import MemberReport, seal
 from ..tasks import Backoff, BackgroundService
 from .outbox import RedisOutbox

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .. import images
-from ..kube import PodInfo
+from .pods import PodInfo
 
 log = logging.getLogger("binderfed.agent")
 

@@ -16,7 +16,8 @@ import redis.asyncio as redis
 from kubernetes import client
 
 from hub.agent import Agent, AgentSettings, RedisOutbox
-from hub.kube import KubeReader, node_info, pod_info
+from hub.agent.kube import KubeReader
+from hub.agent.pods import node_info, pod_info
 from hub.report import MemberReport, ReportError, report_key, unseal
 from tests.support import k8s_cluster as cluster
 from tests.support.k8s_double import KubeDouble

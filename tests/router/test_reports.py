@@ -18,7 +18,7 @@ from kubernetes import client
 from federation.config import AgentToken, ReportSettings
 from federation.members import Member, MemberState, MemberStatus
 from hub.agent import Agent, AgentSettings, RedisOutbox
-from hub.kube import KubeReader
+from hub.agent.kube import KubeReader
 from hub.report import Capacity, CachedImage, MemberReport, Usage, report_key, seal
 from tests.conftest import fast_config, member_of
 from tests.support import k8s_cluster as cluster
