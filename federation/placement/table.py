@@ -3,9 +3,9 @@
 Placement looks at every member for every launch. At a thousand members a Python loop
 over `MemberView` objects costs more than a whole decision may (DESIGN.md wants well
 under a millisecond), so placement reads a `MemberTable` instead: one numpy array per
-quantity, built once per view. The router's `ViewBuilder` (federation/view.py) builds
-one per change of the member set, statuses, overrides or ejections and only swaps the
-in-flight counts per launch; time-dependent facts (an ejection ending) are compared
+quantity, built once per view. The router's `ViewBuilder` (federation/placement/view.py)
+builds one per change of the member set, statuses, overrides or ejections and only swaps
+the in-flight counts per launch; time-dependent facts (an ejection ending) are compared
 against `view.now` at placement time, so a table never goes stale by waiting.
 
 Rendezvous scores are computed here too, for all members at once (`rendezvous_scores`):
@@ -17,8 +17,7 @@ Rendezvous scores are computed here too, for all members at once (`rendezvous_sc
 `fmix64` is MurmurHash3's 64-bit finaliser, a bijection whose every output bit depends
 on every input bit, so one BLAKE2b per launch and a few vector operations per member
 replace a BLAKE2b per member. Any implementation can reproduce the ranking from this
-description; `federation.policy.rendezvous_score` is the one-member reference. (Beyond
-`SMALL` members the logarithm is numpy's, which on some CPUs differs from the C
+description; `rendezvous_score` is the one-member reference. (Beyond `SMALL` members the logarithm is numpy's, which on some CPUs differs from the C
 library's by one unit in the last place, a score by two; only two scores that close
 could rank differently, which no real pair of members and repository comes close to.)
 """
@@ -29,14 +28,12 @@ import copy
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, MutableMapping, Mapping, Sequence
+from typing import MutableMapping, Mapping, Sequence
 
 import numpy as np
 
-from .members import Member, MemberState
-
-if TYPE_CHECKING:
-    from .view import MemberView
+from ..members import Member, MemberState
+from .member_view import MemberView
 
 _MASK = (1 << 64) - 1
 _C1 = 0xFF51AFD7ED558CCD
@@ -73,6 +70,14 @@ def unit_score(h: int, weight: float) -> float:
     if weight <= 0:
         return -math.inf
     return weight / -math.log(((h >> 11) + 0.5) * _UNIT)
+
+
+def rendezvous_score(name: str, repo_key: str, weight: float) -> float:
+    """The weighted rendezvous score of one member for one repository (higher wins).
+
+    The one-member reference of `MemberTable.rendezvous_scores`, which placement uses.
+    """
+    return unit_score(fmix64(key_hash(name) ^ key_hash(repo_key)), weight)
 
 
 _S33 = np.uint64(33)
