@@ -22,6 +22,7 @@ import yaml
 from .admission import AdmissionError, admit, check_weight, host_rules
 from .members import Member
 from .placement.settings import DataRule, PolicySettings  # built here from the file's `policy`
+from .placement.strategies import STRATEGIES
 
 
 
@@ -313,7 +314,10 @@ class FederationConfig:
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """config/schema.json with the placement strategies' names filled in from their registry."""
+    loaded = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    loaded["properties"]["policy"]["properties"]["strategy"]["enum"] = list(STRATEGIES)
+    return loaded
 
 
 def _key_path(path: Any) -> str:
