@@ -24,7 +24,6 @@ could rank differently, which no real pair of members and repository comes close
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 from dataclasses import dataclass
@@ -201,10 +200,19 @@ class MemberTable:
         """The same table with other in-flight counts (members not named have none)."""
         counts = np.zeros(len(self.names), dtype=np.int64)
         index = self.index
-        for name, count in in_flight.items():
-            i = index.get(name)
-            if i is not None:
-                counts[i] = count
-        table = copy.copy(self)  # dataclasses.replace() would cost more than the rest of this
-        object.__setattr__(table, "in_flight", counts)
+        if len(in_flight) <= SMALL:
+            for name, count in in_flight.items():
+                i = index.get(name)
+                if i is not None:
+                    counts[i] = count
+        else:  # one array assignment: one per member costs more beyond a few
+            named = [(index[name], count) for name, count in in_flight.items() if name in index]
+            if named:
+                positions, values = zip(*named)
+                counts[list(positions)] = values
+        # A shallow copy by hand: dataclasses.replace() or copy.copy() cost more than the rest of this.
+        table = object.__new__(MemberTable)
+        fields = table.__dict__
+        fields.update(self.__dict__)
+        fields["in_flight"] = counts
         return table
