@@ -6,7 +6,6 @@ import statistics
 import time
 
 from federation.members import Member, MemberState, MemberStatus
-from federation.view import FederationView, build_view
 
 
 def members(n: int) -> list[Member]:
@@ -17,12 +16,6 @@ def members(n: int) -> list[Member]:
 def healthy_statuses(ms: list[Member], quota: int = 10_000, pods: int = 0) -> dict[str, MemberStatus]:
     return {m.name: MemberStatus(name=m.name, state=MemberState.HEALTHY, reason="ok", quota=quota, has_quota=True,
                                  total_pods=pods + i % 50, checked_at=time.time()) for i, m in enumerate(ms)}
-
-
-def view(n: int, cache: dict[str, frozenset[str]] | None = None) -> FederationView:
-    ms = members(n)
-    return build_view(ms, healthy_statuses(ms, quota=400, pods=100), {m.name: i % 5 for i, m in enumerate(ms)},
-                      {}, {}, cache or {}, time.time())
 
 
 def percentile(values: list[float], q: float) -> float:

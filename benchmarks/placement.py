@@ -18,9 +18,9 @@ import time
 from collections import Counter, deque
 
 from federation.config import PolicySettings
-from federation.policy import place
+from federation.placement.place import place
 from federation.spec import parse_launch
-from federation.view import ViewBuilder
+from federation.placement.view import ViewBuilder
 
 from .common import healthy_statuses, members, summary, table
 

@@ -21,6 +21,8 @@ import yaml
 
 from .admission import AdmissionError, admit, check_weight, host_rules
 from .members import Member
+from .placement.settings import DataRule, PolicySettings  # built here from the file's `policy`
+from .placement.strategies import STRATEGIES
 
 
 
@@ -97,24 +99,6 @@ class HealthSettings:
         if self.max_status_age is not None:
             return self.max_status_age
         return max(4 * max(self.period, self.failed_period), 60.0)
-
-
-@dataclass(frozen=True)
-class DataRule:
-    pattern: re.Pattern[str]
-    site: str
-
-
-@dataclass(frozen=True)
-class PolicySettings:
-    strategy: str = "bounded-affinity"
-    pod_headroom: int = 0
-    epsilon: float = 0.5  # bounded load; tuned with `binderfed simulate` (see federation.policy)
-    tiers: tuple[str, ...] = ("data", "cache", "affinity")
-    in_flight_ttl: float = 15.0
-    cache_ttl: float = 86400.0
-    panic: bool = True
-    data_rules: tuple[DataRule, ...] = ()
 
 
 FORWARD_MODES = ("redirect", "stream")
@@ -330,7 +314,10 @@ class FederationConfig:
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """config/schema.json with the placement strategies' names filled in from their registry."""
+    loaded = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    loaded["properties"]["policy"]["properties"]["strategy"]["enum"] = list(STRATEGIES)
+    return loaded
 
 
 def _key_path(path: Any) -> str:

@@ -42,7 +42,7 @@ def assess(
         return MemberStatus(
             name=name, state=MemberState.UNHEALTHY, reason=result.error, checked_at=now,
             latency=result.latency, consecutive_failures=failures,
-            versions=previous.versions if previous else {},
+            versions=previous.versions if previous else {}, reachable=not result.unreachable,
         )
     report = result.report
     version = result.versions.get("binderhub") if result.versions else None

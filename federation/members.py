@@ -105,6 +105,8 @@ class MemberStatus:
     # policy compared them, then the member's /health checks in its order. Empty when
     # the member gave no usable /health (unreachable, not the member API).
     checks: tuple[tuple[str, bool], ...] = ()
+    # False when the last probe got no HTTP answer at all: panic never sends a launch there.
+    reachable: bool = True
 
     def __post_init__(self) -> None:
         # Counts come from members (and back from a shared store): bounded here, so no
@@ -127,7 +129,7 @@ class MemberStatus:
         """
         if self.state is MemberState.UNKNOWN or now - self.checked_at <= max_age:
             return self
-        return replace(self, state=MemberState.UNKNOWN,
+        return replace(self, state=MemberState.UNKNOWN, reachable=True,
                        reason=f"no probe result in the last {max_age:g} s (last known: {self.state.value})")
 
     def to_json(self) -> dict[str, Any]:
@@ -144,6 +146,7 @@ class MemberStatus:
             "latency": self.latency,
             "consecutive_failures": self.consecutive_failures,
             "checks": [[name, ok] for name, ok in self.checks],
+            "reachable": self.reachable,
         }
 
     @classmethod
@@ -171,6 +174,7 @@ class MemberStatus:
             consecutive_failures=check_count(data.get("consecutive_failures", 0), "consecutive_failures"),
             checks=tuple((str(c[0]), bool(c[1])) for c in data.get("checks") or ()
                          if isinstance(c, (list, tuple)) and len(c) == 2),
+            reachable=bool(data.get("reachable", True)),
         )
 
 

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, quote
 
 # The largest pod count or quota a member may report. Real members run hundreds to a few
 # thousand pods; anything beyond this is a broken or hostile member, and refusing it here
-# keeps every sum placement computes (federation.table, int64) far from overflowing.
+# keeps every sum placement computes (federation.placement.table, int64) far from overflowing.
 MAX_COUNT = 1_000_000
 # The checks BinderHub's /health reports (binderhub/health.py); other names are a
 # member's own text and are not repeated in public reasons.

@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from federation.members import MemberState
-from federation.policy import place
+from federation.placement.place import place
 from federation.spec import SpecError, parse_launch
 
 from . import landing as landing_proxy

@@ -18,7 +18,7 @@ from federation.members import fresh_statuses
 from federation.membership import Membership
 from federation.spec import LaunchRequest
 from federation.store import Store
-from federation.view import FederationView, ViewBuilder
+from federation.placement.view import FederationView, ViewBuilder
 from health.outlier import OutlierDetector
 from health.prober import Prober
 from health.report_ingest import ReportIngest

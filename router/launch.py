@@ -8,10 +8,11 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from federation.policy import Decision, place
+from federation.placement.decision import Decision
+from federation.placement.place import place
 from federation.spec import LaunchRequest, SpecError, parse_launch
 from federation.store import REPO_CAP, RecordResult
-from federation.view import FederationView
+from federation.placement.view import FederationView
 
 from . import launch_page, limits, relay
 from .clients import is_https

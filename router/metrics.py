@@ -25,7 +25,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from federation.members import Member, MemberState, MemberStatus
-from federation.view import FederationView
+from federation.placement.view import FederationView
 from hub.failures import FailureCause
 
 DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)

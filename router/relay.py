@@ -74,7 +74,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from federation.members import Member
-from federation.policy import Decision, why_not
+from federation.placement.decision import Decision, why_not
 from federation.spec import LaunchRequest
 from hub.client import MemberUnreachable
 from hub.events import encode_comment, encode_event

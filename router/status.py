@@ -26,7 +26,7 @@ import jinja2
 from aiohttp import web
 
 from federation.members import MemberState
-from federation.view import FederationView
+from federation.placement.view import FederationView
 
 from .api import member_fields
 from .context import CONTEXT

@@ -6,7 +6,7 @@ of the stream relay's failover notices (an EventSource sends it back as
 another repository, is ignored: a visitor cannot pick a member by writing its name,
 and a cookie from one launch does not steer another repository's. Even a valid one
 only names a preference: placement honours it only while that member is admissible
-and not overloaded (`federation.policy.place`, bounded load).
+and not overloaded (`federation.placement.place`, bounded load).
 
 Form: `<member name>.<MAC>`, the MAC being the first 18 bytes of
 HMAC-SHA256(secret, "binderfed-sticky-v1", member, repository key), base64url.

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Copy the router config schema into the router chart's values.schema.json.
 
-The chart's `config` value is the router's YAML config (config/schema.json) minus
-the keys the chart sets itself (router.host, router.port, store). Helm validates
+The chart's `config` value is the router's YAML config (config/schema.json, as
+`federation.config.schema()` loads it: with the placement strategies' names filled in
+from their registry) minus the keys the chart sets itself (router.host, router.port,
+store). Helm validates
 values with a draft-07 validator and a single file, so the member definition moves
 from `$defs` to the file's `definitions`. tests/charts/test_charts.py fails when the
 two drift apart; run this script to bring the chart up to date:
@@ -64,10 +66,18 @@ def sync(values_schema: dict[str, Any], router_schema: dict[str, Any]) -> dict[s
     return out
 
 
+def router_schema() -> dict[str, Any]:
+    """The router config schema as the router validates with it (strategy names included)."""
+    sys.path.insert(0, str(ROOT))
+    from federation.config import schema
+
+    return schema()
+
+
 def main() -> int:
-    router_schema = json.loads(ROUTER_SCHEMA.read_text())
+    router = router_schema()
     values_schema = json.loads(VALUES_SCHEMA.read_text())
-    updated = sync(values_schema, router_schema)
+    updated = sync(values_schema, router)
     if updated == values_schema:
         print(f"{VALUES_SCHEMA.relative_to(ROOT)}: up to date")
         return 0

@@ -9,13 +9,13 @@ import sys
 from typing import Iterable
 
 from ..config import PolicySettings
-from ..policy import STRATEGIES
+from ..placement.strategies import STRATEGIES
 from .engine import simulate
 from .model import DEFAULT_MEMBERS, Model, parse_members
 from .report import format_table, plot
 from .trace import SCENARIOS, TraceParams, read_trace, synthetic_trace
 
-DEFAULT_STRATEGIES = ("random", "rendezvous", "bounded-affinity")
+DEFAULT_STRATEGIES = tuple(STRATEGIES)  # every registered strategy
 
 
 # (flag, TraceParams field, type, help) of the synthetic trace's command-line flags.

@@ -21,9 +21,10 @@ from hub.models import HealthReport
 from ..config import PolicySettings
 from ..member_health import ProbeResult, assess
 from ..members import MemberStatus
-from ..policy import STRATEGIES, place
+from ..placement.place import place
+from ..placement.strategies import STRATEGIES
 from ..store import MemoryStore
-from ..view import ViewBuilder
+from ..placement.view import ViewBuilder
 from .model import Model, SimMember, build_time
 from .results import Result
 from .trace import Trace, TraceLaunch

@@ -6,7 +6,7 @@
 Each source publishes its own list into `federation.membership.Membership`, which
 merges them (the file wins over Consul for the same name). Admin overrides (drain,
 weight) are not a member list: they live in the store so every replica sees them,
-and `federation.view` applies them on top of the merged set.
+and `federation.placement.view` applies them on top of the merged set.
 
 Each source is an object with `start()`/`stop()`, run by the app's lifecycle. The
 modules are imported on use (`from federation.sources.consul import ...`), so a

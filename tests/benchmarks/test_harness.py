@@ -84,7 +84,7 @@ def test_profile_attributes_a_sample_to_its_innermost_item():
                                        "JsonFormatter.format (federation/logs.py:25)",
                                        "encoder_listencode_obj (_json.cpython-311-x86_64-linux-gnu.so)"]) \
         == "log line per launch (logging, JsonFormatter)"
-    assert profile.classify(handler + ["place (federation/policy.py:480)",
+    assert profile.classify(handler + ["place (federation/placement/place.py:80)",
                                        "ufunc_generic_fastcall (numpy/_core/_multiarray_umath.so)"]) \
         == "numpy calls (C, in placement and view)"
     assert profile.classify(handler + ["admit (router/launch.py:70)"]) == profile.HANDLER

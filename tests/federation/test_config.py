@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from federation import config
+from federation.placement.strategies import STRATEGIES
 from router.cli import main as cli_main
 from federation.redirector_config import convert
 
@@ -35,6 +36,11 @@ def test_defaults_fill_missing_sections():
     assert cfg.policy.strategy == "bounded-affinity"
     assert cfg.router.forward == "redirect"
     assert cfg.store_url == "memory://"
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_registered_strategy_is_a_valid_policy_strategy(name):
+    assert config.parse({"policy": {"strategy": name}}, "x.yaml").policy.strategy == name
 
 
 def test_prober_lease_defaults_to_twice_the_period_but_at_least_5_s():

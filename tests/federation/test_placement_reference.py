@@ -2,7 +2,7 @@
 
 `place()` computes on arrays, checks bounded load for its first choice only, and sorts
 the failover order lazily; the reference below follows DESIGN.md and the module
-docstring of federation/policy.py member by member. Federations of 1 to 30 members
+docstrings of federation/placement/ member by member. Federations of 1 to 30 members
 cross the size where placement switches from per-member Python to numpy, and every
 view is placed twice: built by hand and built by a `ViewBuilder` as the router does.
 """
@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 from federation.config import PolicySettings
 from federation.members import Member, MemberState, MemberStatus, Override
-from federation.policy import data_site, place, rendezvous_score
-from federation.view import FederationView, MemberView, ViewBuilder
+from federation.placement.member_view import MemberView
+from federation.placement.place import data_site, place
+from federation.placement.table import rendezvous_score
+from federation.placement.view import FederationView, ViewBuilder
 
 NOW = 5_000.0
 REPOS = ("gh/a/one", "gh/b/two", "zenodo/10.5281/zenodo.3242074")

@@ -13,16 +13,12 @@ import pytest
 
 from federation.config import DataRule, PolicySettings
 from federation.members import Member, MemberState, MemberStatus, Override
-from federation.policy import (
-    STRATEGIES,
-    Candidate,
-    Decision,
-    data_site,
-    place,
-    rendezvous_score,
-)
-from federation.table import SMALL
-from federation.view import FederationView, MemberView
+from federation.placement.decision import Candidate, Decision
+from federation.placement.member_view import MemberView
+from federation.placement.place import data_site, place
+from federation.placement.strategies import STRATEGIES
+from federation.placement.table import SMALL, rendezvous_score
+from federation.placement.view import FederationView
 
 NOW = 1_000_000.0
 HEALTHY = MemberState.HEALTHY
@@ -48,6 +44,7 @@ def mv(
     cached: tuple[str, ...] = (),
     override: Override | None = None,
     ejected_until: float = 0.0,
+    reachable: bool = True,
 ) -> MemberView:
     return MemberView(
         member=Member(
@@ -56,7 +53,7 @@ def mv(
         ),
         status=MemberStatus(
             name=name, state=state, reason=reason, quota=quota, has_quota=quota is not None,
-            total_pods=pods, checked_at=NOW - 5,
+            total_pods=pods, checked_at=NOW - 5, reachable=reachable,
         ),
         in_flight=in_flight,
         override=override,
@@ -352,7 +349,8 @@ def test_panic_when_everybody_is_down_picks_the_prime_member():
     view = fed(
         mv("a", state=MemberState.UNHEALTHY, reason="failed checks: Docker registry"),
         mv("prime", state=MemberState.UNHEALTHY, reason="failed checks: JupyterHub API", prime=True),
-        mv("unreachable", state=MemberState.UNHEALTHY, reason="unreachable: connection refused", prime=True),
+        mv("unreachable", state=MemberState.UNHEALTHY, reason="unreachable: connection refused", prime=True,
+           reachable=False),
         mv("drain", override=Override(draining=True), prime=True),
     )
     d = decide(view)
@@ -370,13 +368,22 @@ def test_panic_without_a_prime_member_says_panic():
 
 def test_no_member_when_everybody_is_unreachable():
     view = fed(
-        mv("a", state=MemberState.UNHEALTHY, reason="unreachable: timeout after 5 s", prime=True),
-        mv("b", state=MemberState.UNHEALTHY, reason="unreachable: connection refused"),
+        mv("a", state=MemberState.UNHEALTHY, reason="unreachable: timeout after 5 s", prime=True, reachable=False),
+        mv("b", state=MemberState.UNHEALTHY, reason="unreachable: connection refused", reachable=False),
     )
     d = decide(view)
     assert (d.member, d.reason, d.ranking) == (None, "none", ())
     assert [c.why for c in d.candidates] == ["unhealthy: unreachable: timeout after 5 s",
                                              "unhealthy: unreachable: connection refused"]
+
+
+def test_panic_reads_whether_the_probe_reached_a_member_not_the_words_of_its_reason():
+    view = fed(
+        mv("silent", state=MemberState.UNHEALTHY, reason="timed out after 5 s", prime=True, reachable=False),
+        mv("answered", state=MemberState.UNHEALTHY, reason="unreachable: the word, but it answered"),
+    )
+    d = decide(view)
+    assert (d.member.name, d.reason, d.ranking) == ("answered", "panic", ("answered",))
 
 
 def test_panic_off_gives_up_at_once():
@@ -543,7 +550,7 @@ def test_decision_json_shape():
             {"name": "b", "admissible": False, "why": "unhealthy: failed checks: x", "tier": "", "load_ratio": 0.0},
         ],
     }
-    none = decide(fed(mv("x", state=MemberState.UNHEALTHY, reason="unreachable: refused")))
+    none = decide(fed(mv("x", state=MemberState.UNHEALTHY, reason="unreachable: refused", reachable=False)))
     assert none.to_json()["member"] is None and none.to_json()["url"] is None
 
 
@@ -563,7 +570,7 @@ def test_unknown_strategy_is_an_error():
 
 
 def test_registry_holds_the_three_strategies():
-    assert set(STRATEGIES) == {"random", "rendezvous", "bounded-affinity"}
+    assert {"random", "rendezvous", "bounded-affinity"} <= set(STRATEGIES)  # and any strategy added since
 
 
 def test_place_uses_only_the_rng_it_is_handed():

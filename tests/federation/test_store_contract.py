@@ -56,7 +56,8 @@ async def test_statuses_round_trip(store):
     await store.put_status(a)
     await store.put_status(b)
     assert await store.statuses() == {"a": a, "b": b}
-    newer = status("a", state=MemberState.UNHEALTHY, reason="timeout", consecutive_failures=2, checked_at=T0 + 5)
+    newer = status("a", state=MemberState.UNHEALTHY, reason="timeout", consecutive_failures=2, checked_at=T0 + 5,
+                   reachable=False)
     await store.put_status(newer)
     assert (await store.statuses())["a"] == newer
     state = await store.launch_state(None)

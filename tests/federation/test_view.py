@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 
 from federation.config import PolicySettings
 from federation.members import Member, MemberState, MemberStatus, Override
-from federation.policy import place
-from federation.view import ViewBuilder, build_view
+from federation.placement.place import place
+from federation.placement.view import ViewBuilder
 
 NOW = 10_000.0
 MEMBERS = tuple(Member(name=f"m{i}", url=f"https://m{i}.example.org") for i in range(12))
@@ -36,7 +36,7 @@ def test_builder_views_place_like_views_built_from_scratch():
     builder = ViewBuilder()
     in_flight = {"m3": 4, "m7": 9}
     for now in (NOW, NOW + 1):  # the second build reuses the first one's member data
-        fresh = build_view(MEMBERS, STATUSES, in_flight, {}, {}, {}, now)
+        fresh = ViewBuilder().build(MEMBERS, STATUSES, in_flight, {}, {}, {}, now)  # a builder that saw nothing before
         built = builder.build(MEMBERS, STATUSES, in_flight, {}, {}, {}, now)
         assert built.members == fresh.members
         assert chosen(built) == chosen(fresh)

@@ -74,10 +74,12 @@ async def test_garbage_and_hanging_members_are_unhealthy_with_a_reason(start_dev
     hub.set_faults(garbage_health=True)
     status = await probe(client, hub)
     assert status.state == MemberState.UNHEALTHY and status.reason.startswith("bad answer")
+    assert status.reachable  # it answered: panic may still send launches there
     hub.set_faults(garbage_health=False, health_delay=30)
     status = await probe(client, hub)
     assert status.state == MemberState.UNHEALTHY and status.reason.startswith("unreachable")
     assert "timeout" in status.reason or "timed out" in status.reason
+    assert not status.reachable  # no answer at all: panic passes it over
 
 
 def test_assess_counts_consecutive_failures_and_resets_on_success():

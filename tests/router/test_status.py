@@ -11,7 +11,8 @@ from yarl import URL
 
 from federation.members import Member, MemberState, MemberStatus, Override
 from federation.store import MemoryStore, open_store
-from federation.view import FederationView, MemberView
+from federation.placement.member_view import MemberView
+from federation.placement.view import FederationView
 from router.status import MINUTES, build_status_page
 from tests.conftest import fast_config, member_of, member_states
 from tests.support.browser import ARTIFACTS, browser  # noqa: F401  (fixture)

@@ -3,9 +3,9 @@
 Placement looks at every member for every launch. At a thousand members a Python loop
 over `MemberView` objects costs more than a whole decision may (DESIGN.md wants well
 under a millisecond), so placement reads a `MemberTable` instead: one numpy array per
-quantity, built once per view. The router's `ViewBuilder` (federation/view.py) builds
-one per change of the member set, statuses, overrides or ejections and only swaps the
-in-flight counts per launch; time-dependent facts (an ejection ending) are compared
+quantity, built once per view. The router's `ViewBuilder` (federation/placement/view.py)
+builds one per change of the member set, statuses, overrides or ejections and only swaps
+the in-flight counts per launch; time-dependent facts (an ejection ending) are compared
 against `view.now` at placement time, so a table never goes stale by waiting.
 
 Rendezvous scores are computed here too, for all members at once (`rendezvous_scores`):
@@ -17,26 +17,22 @@ Rendezvous scores are computed here too, for all members at once (`rendezvous_sc
 `fmix64` is MurmurHash3's 64-bit finaliser, a bijection whose every output bit depends
 on every input bit, so one BLAKE2b per launch and a few vector operations per member
 replace a BLAKE2b per member. Any implementation can reproduce the ranking from this
-description; `federation.policy.rendezvous_score` is the one-member reference. (Beyond
-`SMALL` members the logarithm is numpy's, which on some CPUs differs from the C
+description; `rendezvous_score` is the one-member reference. (Beyond `SMALL` members the logarithm is numpy's, which on some CPUs differs from the C
 library's by one unit in the last place, a score by two; only two scores that close
 could rank differently, which no real pair of members and repository comes close to.)
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, MutableMapping, Mapping, Sequence
+from typing import MutableMapping, Mapping, Sequence
 
 import numpy as np
 
-from .members import Member, MemberState
-
-if TYPE_CHECKING:
-    from .view import MemberView
+from ..members import Member, MemberState
+from .member_view import MemberView
 
 _MASK = (1 << 64) - 1
 _C1 = 0xFF51AFD7ED558CCD
@@ -73,6 +69,14 @@ def unit_score(h: int, weight: float) -> float:
     if weight <= 0:
         return -math.inf
     return weight / -math.log(((h >> 11) + 0.5) * _UNIT)
+
+
+def rendezvous_score(name: str, repo_key: str, weight: float) -> float:
+    """The weighted rendezvous score of one member for one repository (higher wins).
+
+    The one-member reference of `MemberTable.rendezvous_scores`, which placement uses.
+    """
+    return unit_score(fmix64(key_hash(name) ^ key_hash(repo_key)), weight)
 
 
 _S33 = np.uint64(33)
@@ -196,10 +200,19 @@ class MemberTable:
         """The same table with other in-flight counts (members not named have none)."""
         counts = np.zeros(len(self.names), dtype=np.int64)
         index = self.index
-        for name, count in in_flight.items():
-            i = index.get(name)
-            if i is not None:
-                counts[i] = count
-        table = copy.copy(self)  # dataclasses.replace() would cost more than the rest of this
-        object.__setattr__(table, "in_flight", counts)
+        if len(in_flight) <= SMALL:
+            for name, count in in_flight.items():
+                i = index.get(name)
+                if i is not None:
+                    counts[i] = count
+        else:  # one array assignment: one per member costs more beyond a few
+            named = [(index[name], count) for name, count in in_flight.items() if name in index]
+            if named:
+                positions, values = zip(*named)
+                counts[list(positions)] = values
+        # A shallow copy by hand: dataclasses.replace() or copy.copy() cost more than the rest of this.
+        table = object.__new__(MemberTable)
+        fields = table.__dict__
+        fields.update(self.__dict__)
+        fields["in_flight"] = counts
         return table

@@ -8,66 +8,19 @@ sees anything else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Mapping
 
-from .members import Member, MemberState, MemberStatus, Override
+from ..members import Member, MemberStatus, Override
+from .member_view import MemberView
 from .table import MemberTable
-
-
-@dataclass(frozen=True)
-class MemberView:
-    """One member as placement sees it: declaration + last probe + live counters."""
-
-    member: Member
-    status: MemberStatus
-    in_flight: int = 0
-    override: Override | None = None
-    ejected_until: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.member.name
-
-    @property
-    def weight(self) -> float:
-        if self.override is not None and self.override.weight is not None:
-            return float(self.override.weight)
-        return self.member.weight
-
-    @property
-    def draining(self) -> bool:
-        return self.override is not None and self.override.draining
-
-    def ejected(self, now: float) -> bool:
-        return self.ejected_until > now
-
-    def state(self, now: float) -> MemberState:
-        """The one word shown for this member. Operator and passive health win over probes."""
-        if self.draining:
-            return MemberState.DRAINING
-        if self.ejected(now):
-            return MemberState.EJECTED
-        return self.status.state
-
-    def free(self, headroom: int) -> int | None:
-        """Free launch slots, or None when capacity is unknown or unlimited."""
-        if self.status.quota is None:
-            return None
-        return self.status.quota - self.status.total_pods - self.in_flight - headroom
-
-    def load_ratio(self) -> float | None:
-        """(pods + in-flight) / quota, or None when capacity is unknown or unlimited."""
-        if not self.status.quota:
-            return None
-        return (self.status.total_pods + self.in_flight) / self.status.quota
 
 
 class FederationView:
     """Every member as placement sees it at one instant, plus the image holders it may need.
 
     `members` is the readable form (one `MemberView` each), `table` the form placement
-    computes on (federation/table.py). A view built by hand derives the table from its
+    computes on (federation/placement/table.py). A view built by hand derives the table from its
     members on first use; a `ViewBuilder` view derives its members from the table and
     its in-flight counts only when something reads them (the explain API, the status
     page, stream mode's failover), since most launches never do.
@@ -140,20 +93,6 @@ def member_views(
         )
         for m in members
     )
-
-
-def build_view(
-    members: tuple[Member, ...] | list[Member],
-    statuses: Mapping[str, MemberStatus],
-    in_flight: Mapping[str, int],
-    overrides: Mapping[str, Override],
-    ejections: Mapping[str, float],
-    cache: Mapping[str, frozenset[str]],
-    now: float,
-) -> FederationView:
-    """One view from scratch (tests, one-off reads); see `ViewBuilder` for a stream of them."""
-    return FederationView(members=member_views(members, statuses, in_flight, overrides, ejections), now=now,
-                          cache=cache)
 
 
 class ViewBuilder:
