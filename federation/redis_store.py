@@ -356,6 +356,21 @@ if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) e
 return 1
 """
 
+# One probe tick's writes. KEYS: status, inflight-members
+# ARGV: now, inflight key prefix, n, then n pairs (member, status JSON), then pairs (member, pods seen)
+PUT_STATUSES = """
+local n = tonumber(ARGV[3])
+for i = 0, n - 1 do redis.call('HSET', KEYS[1], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
+for i = 4 + 2 * n, #ARGV, 2 do
+  local m, k = ARGV[i], ARGV[2] .. ARGV[i]
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[1])
+  local seen = tonumber(ARGV[i + 1])
+  if seen > 0 then redis.call('ZPOPMIN', k, seen) end
+  if redis.call('ZCARD', k) == 0 then redis.call('SREM', KEYS[2], m) end
+end
+return 1
+"""
+
 # KEYS: image:<repo>, images   ARGV: member, expiry, index member, now, gc ttl ms
 LEARN_IMAGE = _EXTEND_TTL_FUNCTION + """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -613,6 +628,7 @@ class RedisStore(Store):
         self._in_flight = r.register_script(IN_FLIGHT)
         self._record_launch = r.register_script(RECORD_LAUNCH)
         self._settle = r.register_script(SETTLE)
+        self._put_statuses = r.register_script(PUT_STATUSES)
         self._learn_image = r.register_script(LEARN_IMAGE)
         self._holders = r.register_script(HOLDERS)
         self._hit = r.register_script(HIT)
@@ -620,7 +636,7 @@ class RedisStore(Store):
         self._acquire = r.register_script(ACQUIRE)
         self._release = r.register_script(RELEASE)
         self._push = r.register_script(PUSH)
-        self._scripts = [self._launch_state, self._in_flight, self._record_launch, self._settle,
+        self._scripts = [self._launch_state, self._in_flight, self._record_launch, self._settle, self._put_statuses,
                          self._learn_image, self._holders, self._hit, self._limit_launch, self._acquire, self._release,
                          self._push]
 
@@ -917,6 +933,26 @@ class RedisStore(Store):
 
         await self._call(remote, self._nothing, lambda: self._journal.statuses.__setitem__(status.name, status))
 
+    async def put_statuses(self, statuses: Sequence[MemberStatus], settled: Mapping[str, int]) -> None:
+        await self._fallback.put_statuses(statuses, settled)
+        now = self.clock()
+
+        async def remote() -> None:
+            args: list[Any] = [repr(now), self._k_inflight, len(statuses)]
+            for status in statuses:
+                args += [status.name, json.dumps(status.to_json())]
+            for member, seen in settled.items():
+                args += [member, max(int(seen), 0)]
+            await self._put_statuses(keys=[self._k_status, self._k_inflight_members], args=args)
+
+        def journal() -> None:
+            for status in statuses:
+                self._journal.statuses[status.name] = status
+            for member, seen in settled.items():
+                self._journal_settle(member, seen, now)
+
+        await self._call(remote, self._nothing, journal)
+
     async def statuses(self) -> dict[str, MemberStatus]:
         async def remote() -> dict[str, MemberStatus]:
             statuses = self._decode_statuses(await self._redis.hgetall(self._k_status))
@@ -933,14 +969,14 @@ class RedisStore(Store):
             await self._settle(keys=[self._k_inflight + member, self._k_inflight_members],
                                args=[repr(now), max(int(seen), 0), member])
 
-        def journal() -> None:
-            # Forget the same launches locally: the oldest live ones of this member.
-            launches = self._journal.launches
-            mine = sorted((e, i) for i, (m, _, e) in enumerate(launches) if m == member and e > now)
-            drop = {i for _, i in mine[:max(int(seen), 0)]}
-            self._journal.launches = [entry for i, entry in enumerate(launches) if i not in drop]
+        await self._call(remote, self._nothing, lambda: self._journal_settle(member, seen, now))
 
-        await self._call(remote, self._nothing, journal)
+    def _journal_settle(self, member: str, seen: int, now: float) -> None:
+        # Forget the same launches locally: the oldest live ones of this member.
+        launches = self._journal.launches
+        mine = sorted((e, i) for i, (m, _, e) in enumerate(launches) if m == member and e > now)
+        drop = {i for _, i in mine[:max(int(seen), 0)]}
+        self._journal.launches = [entry for i, entry in enumerate(launches) if i not in drop]
 
     async def in_flight(self) -> dict[str, int]:
         async def remote() -> dict[str, int]:

@@ -131,6 +131,10 @@ class Store(abc.ABC):
     async def put_status(self, status: MemberStatus) -> None: ...
 
     @abc.abstractmethod
+    async def put_statuses(self, statuses: Sequence[MemberStatus], settled: Mapping[str, int]) -> None:
+        """One probe tick's writes in one step: `put_status` of each, `settle_in_flight` of each (member, seen)."""
+
+    @abc.abstractmethod
     async def statuses(self) -> dict[str, MemberStatus]: ...
 
     @abc.abstractmethod
@@ -272,11 +276,22 @@ class MemoryStore(Store):
     async def put_status(self, status: MemberStatus) -> None:
         self._statuses[status.name] = status
 
+    async def put_statuses(self, statuses: Sequence[MemberStatus], settled: Mapping[str, int]) -> None:
+        for status in statuses:
+            self._statuses[status.name] = status
+        if settled:
+            self._counts()  # drop expired launches once for the whole batch
+            for member, seen in settled.items():
+                self._settle(member, seen)
+
     async def statuses(self) -> dict[str, MemberStatus]:
         return dict(self._statuses)
 
     async def settle_in_flight(self, member: str, seen: int) -> None:
         self._counts()  # drop expired launches first: only live ones can have become pods
+        self._settle(member, seen)
+
+    def _settle(self, member: str, seen: int) -> None:
         pending = self._in_flight.get(member)
         for _ in range(min(max(seen, 0), len(pending or ()))):
             pending.popleft()
