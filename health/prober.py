@@ -214,7 +214,8 @@ class Prober(BackgroundService):
     async def _probe(self, member: Member) -> None:
         """Probe one member; its result waits for the next tick's batch write."""
         try:
-            self._done.append((member, await self._result_of(member)))
+            result = await self._result_of(member)
+            self._done.append((member, result))  # (not before the await: the tick swaps the list meanwhile)
         except Exception as exc:  # never let one member's surprise stop the prober, or freeze its status
             log.exception("probe of member %s failed unexpectedly: %s", member.name, exc)
             self._done.append((member, exc))
@@ -261,6 +262,12 @@ class Prober(BackgroundService):
             if name not in current:
                 del self._due[name]
                 self._last.pop(name, None)
+        waiting = {m.name for m, _ in self._done}  # probed, written below, due again later
+        for member in members:
+            if member.name in self._running or member.name in waiting:
+                continue
+            if self._due.get(member.name, 0.0) <= now:
+                self._running[member.name] = self.spawn(self._probe(member), name=f"probe-{member.name}")
         done, self._done = [(m, outcome) for m, outcome in self._done if m.name in current], []
         if done:
             try:
@@ -269,9 +276,3 @@ class Prober(BackgroundService):
                 log.warning("cannot record the probes of %d members: %s", len(done), exc)
                 for member, _ in done:
                     self._due[member.name] = time.monotonic() + self.settings.failed_period
-        waiting = {m.name for m, _ in self._done}  # probed while this tick wrote: written at the next one
-        for member in members:
-            if member.name in self._running or member.name in waiting:
-                continue
-            if self._due.get(member.name, 0.0) <= now:
-                self._running[member.name] = self.spawn(self._probe(member), name=f"probe-{member.name}")

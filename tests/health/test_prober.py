@@ -227,3 +227,22 @@ async def test_a_probe_tick_reads_statuses_once_and_writes_them_in_one_batch(sta
         assert store.calls["put_status"] == store.calls["settle_in_flight"] == 0
     finally:
         await prober.stop()
+
+
+async def test_a_member_that_starts_hanging_is_taken_out_by_the_prober(start_devhub, client, store):
+    """A probe that outlasts several ticks (it waits for its timeout) still gets its status written."""
+    hub = await start_devhub("a", quota=5)
+    settings = HealthSettings(period=0.1, failed_period=0.2, jitter=0.0, timeout=0.5, retries=0)
+    prober = Prober(store, client, Membership([Member("a", hub.url)]), settings, headroom=0)
+    await prober.start()
+    try:
+        async def state():
+            status = (await store.statuses()).get("a")
+            return status.state if status else None
+
+        await eventually(lambda: _is(state(), MemberState.HEALTHY), what="healthy")
+        hub.set_faults(health_delay=60)
+        await eventually(lambda: _is(state(), MemberState.UNHEALTHY), timeout=5, what="unhealthy after the timeout")
+        assert "timed out" in (await store.statuses())["a"].reason
+    finally:
+        await prober.stop()
