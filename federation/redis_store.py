@@ -30,6 +30,7 @@ Keys (all under `key_prefix`, default ``binderfed:``)
 ``repo-inflight:<repo key>``  zset   launch id -> expiry time (launches of one repository)
 ``lease:<name>``            hash     ``h`` holder, ``e`` expiry time
 ``launch-minute:<minute>``  string   launches recorded in that clock minute (unix time // 60), kept 2 h
+``versions``                hash     change counters ``status``, ``override``, ``ejection``, ``inflight``; ``epoch``
 ==========================  =======  ==================================================
 
 Time
@@ -44,24 +45,49 @@ minute.
 
 Round trips
 -----------
-`launch_state` and `record_launch` (the hot path of a launch) are one ``EVALSHA``
-each: one Lua script reads statuses, overrides, ejections, the in-flight counts (dropping
-expired launches and empty members on the way) and the holders of one repository
-(dropping expired images), and answers with one JSON string (cheaper for the client to
-parse than nested arrays); another adds the launch to its member's sorted set and the
-event to the stream, unless `limit` live launches of that member are already there (the
-check and the count are one atomic step, so replicas that read the same counts cannot
-overfill a member together), and to its repository's sorted set when it carries a
-``repo_key``, unless `repo_cap` launches of that repository are live there already (the
-repository's cap, checked in the same step). `limit_launch` (the abuse limits,
-`router.limits`) is one more: it counts the launch against every rate-limit window (and
-can read a repository's in-flight count) in one script. Every other method is one
-round trip as well (a script or a transaction pipeline), except `recent_launches`,
-which pages through the stream.
+A launch costs one round trip: `record_launch`, one ``EVALSHA``. `launch_state(repo_key)`
+is answered from a local snapshot (`federation.store_snapshot`, see "Freshness"), so it
+sends nothing, except for a repository whose image holders were not read in the last
+`holders_ttl` seconds: then one ``EVALSHA`` reads them. The record script adds the launch
+to its member's sorted set and the event to the stream, unless `limit` live launches of
+that member are already there (the check and the count are one atomic step, so replicas
+whose snapshots are behind cannot overfill a member together), and to its repository's
+sorted set when it carries a ``repo_key``, unless `repo_cap` launches of that repository
+are live there already (the repository's cap, checked in the same step). Its answer
+carries what it saw: the member's live launches (this one included), the in-flight change
+counter, and the image holders of the launch's repository (the event's ``repo_key``), all
+kept in the snapshot; a launch refused because its member filled up is placed again on a
+snapshot that knows it. `launch_state(None)` (the status page, the members and admin
+API: a view without a repository) reads Redis first, one ``EVALSHA``, so what people read
+is current. `limit_launch` (the abuse limits, `router.limits`, only when a rate limit is
+set) is one more: it counts the launch against every rate-limit window (and can read a
+repository's in-flight count) in one script. `put_statuses` (the prober, once per tick)
+is one script for the whole tick. Every other method is one round trip as well (a script
+or a transaction pipeline), except `recent_launches`, which pages through the stream.
 `launches_per_minute` (the status page) is one ``MGET`` of the per-minute counters
 `record_launch` increments, whatever the number of launches.
 Scripts use keys derived from their arguments, so they need a single Redis (or a
 Sentinel-managed master), not Redis Cluster.
+
+Freshness
+---------
+What a launch reads may lag behind what other replicas wrote, by at most:
+
+* statuses (the prober's), overrides, ejections and other replicas' in-flight launches:
+  one `refresh_period` (0.1 s) plus the refresh's own round trip (under `op_timeout`).
+  A background service reads them every `refresh_period`; statuses, overrides and
+  ejections come back only when their change counter (``versions`` hash, bumped by every
+  write of a store) moved, and whole every `full_refresh` (2 s) for writers that do not
+  count (a hand edit in redis-cli);
+* image holders: `holders_ttl` (5 s) for a repository this replica has not launched
+  since; a launch of the repository refreshes them at once (its record answer);
+* this replica's own writes, and what its record steps saw: none, they are applied
+  locally at once (own launches expire on time here too).
+
+`freshness_bound` is the larger of the two bounds. Capacity never depends on it: the
+member's room (`limit`) and the repository's cap are checked in the atomic record step.
+A change counter that goes backwards (Redis restarted empty, a flush) is noticed by the
+``epoch`` field the refresh keeps, and the next read is whole.
 
 `cache_size` is a ZREMRANGEBYSCORE + ZCARD of the ``images`` index: O(log N) plus
 the entries that have just expired, which `learn_image` also trims as it goes.
@@ -139,6 +165,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from hub.tasks import Backoff, BackgroundService
 
 from .members import MemberStatus, Override
+from .store_snapshot import KINDS, Snapshot
 from .store import (COUNTED, MEMBER_FULL, MINUTES_KEPT, REPO_CAP, Clock, LaunchState, LimitState, MemoryStore,
                     RateCheck, RecordResult, Store, event_minute)
 
@@ -146,6 +173,9 @@ log = logging.getLogger("binderfed.store")
 
 T = TypeVar("T")
 
+REFRESH_PERIOD = 0.1      # seconds between two refreshes of the local snapshot
+FULL_REFRESH = 2.0        # seconds between two whole reads of statuses, overrides and ejections
+HOLDERS_TTL = 5.0         # seconds a repository's image holders are kept without a read
 GC_MARGIN = 60.0          # seconds a key outlives its logical expiry (garbage collection only)
 SENTINEL_PORT = 26379
 RANGE_PAGE = 5000         # stream entries per XRANGE in recent_launches
@@ -259,25 +289,32 @@ def parse_redis_url(url: str) -> RedisTarget:
 # --------------------------------------------------------------------------------------
 # Lua scripts (each is one EVALSHA, run atomically by Redis)
 # --------------------------------------------------------------------------------------
-# KEYS: status, override, ejection, inflight-members[, image:<repo>]
-# ARGV: now, inflight key prefix
-LAUNCH_STATE = """
-local now = ARGV[1]
+# The refresh of the local snapshot (federation.store_snapshot).
+# KEYS: status, override, ejection, inflight-members, versions
+# ARGV: now, inflight key prefix, the status, override and ejection versions held ('' = none),
+#       a new epoch
+# Returns JSON: {versions (status, override, ejection, inflight, epoch), each hash or false
+# when its version is the one held, in-flight counts as member, n pairs}. The epoch names
+# this run of Redis's data: an emptied or restarted Redis counts versions from 0 again.
+SNAPSHOT = """
+local v = redis.call('HMGET', KEYS[5], 'status', 'override', 'ejection', 'inflight', 'epoch')
+local versions = {}
+for i = 1, 4 do versions[i] = v[i] or '0' end
+if not v[5] then redis.call('HSET', KEYS[5], 'epoch', ARGV[6]) end
+versions[5] = v[5] or ARGV[6]
+local function part(i)
+  if ARGV[2 + i] == versions[i] then return false end
+  return redis.call('HGETALL', KEYS[i])
+end
 local counts = {}
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   local k = ARGV[2] .. m
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[1])
   local n = redis.call('ZCARD', k)
   if n == 0 then redis.call('SREM', KEYS[4], m) else counts[#counts + 1] = m; counts[#counts + 1] = n end
 end
-local holders = {}
-if KEYS[5] then
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  holders = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
-end
 -- One JSON string rather than nested arrays: one bulk reply parses much faster client-side.
-return cjson.encode({redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
-                     redis.call('HGETALL', KEYS[3]), counts, holders})
+return cjson.encode({versions, part(1), part(2), part(3), counts})
 """
 
 # KEYS: inflight-members   ARGV: now, inflight key prefix
@@ -315,51 +352,67 @@ local function extend_ttl(key, ms)
 end
 """
 
-# KEYS: inflight:<member>, inflight-members, launches, launch-minute:<minute>[, repo-inflight:<repo key>]
+# KEYS: inflight:<member>, inflight-members, launches, launch-minute:<minute>, versions, image:<repo>
+#       [, repo-inflight:<repo key>]
 # ARGV: member, launch id, expiry, gc ttl ms, event JSON ('' = none), event ms, maxlen,
-#       limit ('' = none), now, minute counter gc ttl ms[, repo expiry, repo gc ttl ms, repo cap ('' = none)]
-# Returns {1} when recorded; {0} (nothing recorded) when `limit` launches of the member
-# are already in flight; {2, n} when `repo cap` launches of the repository (n) are.
+#       limit ('' = none), now, minute counter gc ttl ms, read holders ('' = no)
+#       [, repo expiry, repo gc ttl ms, repo cap ('' = none)]
+# Returns {code, the member's live launches (-1: not read), the in-flight version, the
+# holders of image:<repo> (member, expiry pairs), the repository's launches}: code 1 when
+# recorded; 0 (nothing recorded) when `limit` launches of the member are already in
+# flight; 2 when `repo cap` launches of the repository are.
 RECORD_LAUNCH = _XADD_FUNCTION + _EXTEND_TTL_FUNCTION + """
-if KEYS[5] then
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[9])
-  if ARGV[13] ~= '' then
-    local running = redis.call('ZCARD', KEYS[5])
-    if running >= tonumber(ARGV[13]) then return {2, running} end
+local function reply(code, count, repo_n)
+  local holders = {}
+  if ARGV[11] ~= '' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', ARGV[9])
+    holders = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
+  end
+  return {code, count, redis.call('HGET', KEYS[5], 'inflight') or '0', holders, repo_n}
+end
+if KEYS[7] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[9])
+  if ARGV[14] ~= '' then
+    local running = redis.call('ZCARD', KEYS[7])
+    if running >= tonumber(ARGV[14]) then return reply(2, -1, running) end
   end
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[9])
 if ARGV[8] ~= '' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[9])
-  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[8]) then return {0} end
+  local n = redis.call('ZCARD', KEYS[1])
+  if n >= tonumber(ARGV[8]) then return reply(0, n, 0) end
 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[5], 'inflight', 1)
 extend_ttl(KEYS[1], ARGV[4])
 if ARGV[5] ~= '' then
   add_event(KEYS[3], ARGV[6], ARGV[5], ARGV[7])
   redis.call('INCR', KEYS[4])
   redis.call('PEXPIRE', KEYS[4], ARGV[10])
 end
-if KEYS[5] then
-  redis.call('ZADD', KEYS[5], ARGV[11], ARGV[2])
-  extend_ttl(KEYS[5], ARGV[12])
+if KEYS[7] then
+  redis.call('ZADD', KEYS[7], ARGV[12], ARGV[2])
+  extend_ttl(KEYS[7], ARGV[13])
 end
-return {1}
+return reply(1, redis.call('ZCARD', KEYS[1]), 0)
 """
 
-# KEYS: inflight:<member>, inflight-members   ARGV: now, count, member
+# KEYS: inflight:<member>, inflight-members, versions   ARGV: now, count, member
 SETTLE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local n = tonumber(ARGV[2])
-if n > 0 then redis.call('ZPOPMIN', KEYS[1], n) end
+if n > 0 then redis.call('ZPOPMIN', KEYS[1], n); redis.call('HINCRBY', KEYS[3], 'inflight', 1) end
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end
 return 1
 """
 
-# One probe tick's writes. KEYS: status, inflight-members
+# One probe tick's writes. KEYS: status, inflight-members, versions
 # ARGV: now, inflight key prefix, n, then n pairs (member, status JSON), then pairs (member, pods seen)
+# Returns the status version.
 PUT_STATUSES = """
 local n = tonumber(ARGV[3])
+if 4 + 2 * n <= #ARGV then redis.call('HINCRBY', KEYS[3], 'inflight', 1) end
 for i = 0, n - 1 do redis.call('HSET', KEYS[1], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
 for i = 4 + 2 * n, #ARGV, 2 do
   local m, k = ARGV[i], ARGV[2] .. ARGV[i]
@@ -368,7 +421,7 @@ for i = 4 + 2 * n, #ARGV, 2 do
   if seen > 0 then redis.call('ZPOPMIN', k, seen) end
   if redis.call('ZCARD', k) == 0 then redis.call('SREM', KEYS[2], m) end
 end
-return 1
+return redis.call('HINCRBY', KEYS[3], 'status', 1)
 """
 
 # KEYS: image:<repo>, images   ARGV: member, expiry, index member, now, gc ttl ms
@@ -490,6 +543,9 @@ for _, i in ipairs(p.images) do
   redis.call('ZADD', KEYS[6], 'GT', i[3], i[1] .. '\\0' .. i[2])
   extend_ttl(key, math.ceil((tonumber(i[3]) - now + margin) * 1000))
 end
+for _, kind in ipairs({'status', 'override', 'ejection', 'inflight'}) do
+  redis.call('HINCRBY', ARGV[2] .. 'versions', kind, 1)
+end
 for _, e in ipairs(p.events) do
   add_event(KEYS[5], e[1], e[2], ARGV[4])
   local key = prefix .. 'launch-minute:' .. e[3]
@@ -572,6 +628,9 @@ class _Reconnector(BackgroundService):
                 async with asyncio.timeout(store.op_timeout):
                     await store._redis.ping()
                 await store._push_journal()
+                async with asyncio.timeout(store.op_timeout):
+                    await store._refresh(whole=True)   # launches read Redis's state again, not the outage's
+                await store._push_journal()            # what was written meanwhile (usually nothing)
             except UNREACHABLE as exc:
                 store.last_error = _describe_error(exc)
                 delay = backoff.next()
@@ -587,12 +646,32 @@ class _Reconnector(BackgroundService):
             return
 
 
+class _Refresher(BackgroundService):
+    """Keeps a store's local snapshot fresh: one read every `refresh_period` seconds."""
+
+    def __init__(self, store: "RedisStore") -> None:
+        super().__init__("redis-store-refresh")
+        self.store = store
+
+    async def run(self) -> None:
+        store = self.store
+        while await self.pause(store.refresh_period):
+            if store.degraded:
+                continue  # the reconnector brings it back; the fallback answers meanwhile
+
+            async def refresh() -> None:
+                await store._refresh(whole=time.monotonic() - store._full_at >= store.full_refresh)
+
+            await store._call(refresh, store._nothing)
+
+
 class RedisStore(Store):
     """Router state shared by replicas through Redis, degrading to local memory when it is away."""
 
     def __init__(self, url: str, clock: Clock = time.time, key_prefix: str = "binderfed:",
                  log_length: int = 100_000, *, socket_timeout: float = 0.5, connect_timeout: float = 0.5,
-                 backoff_initial: float = 0.5, backoff_max: float = 10.0):
+                 backoff_initial: float = 0.5, backoff_max: float = 10.0, refresh_period: float = REFRESH_PERIOD,
+                 full_refresh: float = FULL_REFRESH, holders_ttl: float = HOLDERS_TTL):
         super().__init__(clock)
         self.target = parse_redis_url(url)
         self.key_prefix = key_prefix
@@ -611,6 +690,14 @@ class RedisStore(Store):
         self._fallback = MemoryStore(clock, log_length=min(log_length, 10_000))
         self._journal = self._new_journal()
         self._reconnector = _Reconnector(self)
+        self.refresh_period = refresh_period   # the local snapshot's refresh (module docstring, "Freshness")
+        self.full_refresh = full_refresh
+        self._snap = Snapshot(holders_ttl)
+        # Statuses, overrides, ejections and in-flight counts within a refresh (plus the
+        # read's own time, at most op_timeout); image holders within holders_ttl.
+        self.freshness_bound = max(refresh_period + self.op_timeout, holders_ttl)
+        self._full_at = 0.0                    # monotonic time of the last whole read
+        self._refresher = _Refresher(self)
         self._closed = False
         self._sentinel: Sentinel | None = None
         self._decoded: dict[str, dict[str, tuple[str, Any]]] = {}   # kind -> member -> (raw, object)
@@ -623,8 +710,9 @@ class RedisStore(Store):
         self._k_launches, self._k_rate, self._k_lease = p + "launches", p + "rate:", p + "lease:"
         self._k_repo_inflight = p + "repo-inflight:"
         self._k_minute = p + "launch-minute:"
+        self._k_versions = p + "versions"
         r = self._redis
-        self._launch_state = r.register_script(LAUNCH_STATE)
+        self._snapshot = r.register_script(SNAPSHOT)
         self._in_flight = r.register_script(IN_FLIGHT)
         self._record_launch = r.register_script(RECORD_LAUNCH)
         self._settle = r.register_script(SETTLE)
@@ -636,7 +724,7 @@ class RedisStore(Store):
         self._acquire = r.register_script(ACQUIRE)
         self._release = r.register_script(RELEASE)
         self._push = r.register_script(PUSH)
-        self._scripts = [self._launch_state, self._in_flight, self._record_launch, self._settle, self._put_statuses,
+        self._scripts = [self._snapshot, self._in_flight, self._record_launch, self._settle, self._put_statuses,
                          self._learn_image, self._holders, self._hit, self._limit_launch, self._acquire, self._release,
                          self._push]
 
@@ -676,14 +764,17 @@ class RedisStore(Store):
                 await self._redis.ping()
                 for script in self._scripts:
                     script.sha = await self._redis.script_load(script.script)
+                await self._refresh(whole=True)
         except UNREACHABLE as exc:
             await self._degrade(exc)
         except RedisError as exc:  # Redis answers, but not as a store can use it (ACLs, a proxy): say so, retry
             log.error("redis at %s refused the store's set-up: %s", self.target.describe(), _describe_error(exc))
             await self._degrade(exc)
+        await self._refresher.start()
 
     async def close(self) -> None:
         self._closed = True
+        await self._refresher.stop()
         await self._reconnector.stop()
         try:
             await self._redis.aclose()
@@ -853,26 +944,51 @@ class RedisStore(Store):
         return self._decode("ejection", flat, lambda name, raw: float(raw))
 
     # -- hot path ----------------------------------------------------------------------
+    async def _refresh(self, whole: bool) -> None:
+        """Read Redis into the snapshot: in-flight counts, and statuses, overrides and
+        ejections whose version moved (all three when `whole`). One EVALSHA."""
+        snap = self._snap
+        now = self.clock()
+        known = ["", "", ""] if whole else [str(snap.known[kind]) for kind in KINDS]
+        if whole:
+            self._full_at = time.monotonic()
+        raw = json.loads(await self._snapshot(
+            keys=[self._k_status, self._k_override, self._k_ejection, self._k_inflight_members, self._k_versions],
+            args=[repr(now), self._k_inflight, *known, uuid.uuid4().hex]))
+        if snap.new_epoch(raw[0][4]) and not whole:
+            return await self._refresh(whole=True)
+        versions = [int(v) for v in raw[0][:4]]
+        # cjson encodes an empty Lua table as {}: `or []` turns those back into lists.
+        parts = {kind: (None if part is False else part or []) for kind, part in zip(KINDS, raw[1:4])}
+        if parts["status"] is not None:
+            snap.refreshed("status", versions[0], self._decode_statuses(parts["status"]))
+        if parts["override"] is not None:
+            snap.refreshed("override", versions[1], self._decode_overrides(parts["override"]))
+        if parts["ejection"] is not None:
+            snap.refreshed("ejection", versions[2], self._decode_ejections(parts["ejection"]))
+        snap.refreshed_counts({m: int(n) for m, n in _pairs(raw[4] or [])}, versions[3], now)
+        await self._mirror(*(self._if_changed(kind, snap.parts[kind]) if parts[kind] is not None else None
+                             for kind in KINDS))
+
+    # -- hot path ----------------------------------------------------------------------
     async def launch_state(self, repo_key: str | None) -> LaunchState:
+        """From the local snapshot (module docstring, "Freshness"): no round trip for a
+        launch of a repository whose holders were read in the last `holders_ttl` seconds.
+        Without a repository (the status page, the members API) Redis is read first."""
         async def remote() -> LaunchState:
+            if repo_key is None:
+                await self._refresh(whole=True)
             now = self.clock()
-            keys = [self._k_status, self._k_override, self._k_ejection, self._k_inflight_members]
-            if repo_key:
-                keys.append(self._k_image + repo_key)
-            # cjson encodes an empty Lua table as {}: `or []` turns those back into lists.
-            raw = [part or [] for part in json.loads(
-                await self._launch_state(keys=keys, args=[repr(now), self._k_inflight]))]
-            statuses = self._decode_statuses(raw[0])
-            overrides = self._decode_overrides(raw[1])
-            ejections = self._decode_ejections(raw[2])
-            in_flight = {m: int(n) for m, n in _pairs(raw[3])}
-            scored = [(m, float(s)) for m, s in _pairs(raw[4])]
-            await self._mirror(self._if_changed("status", statuses), self._if_changed("override", overrides),
-                               self._if_changed("ejection", ejections))
-            if repo_key:
+            holders = self._snap.holders(repo_key, now) if repo_key else frozenset()
+            if holders is None:  # not read lately: one round trip
+                raw = await self._holders(keys=[self._k_image + repo_key], args=[repr(now)])
+                scored = [(m, float(s)) for m, s in _pairs(raw)]
+                self._snap.set_holders(repo_key, scored)
                 await self._mirror_holders(repo_key, scored, now)
-            return LaunchState(statuses=statuses, in_flight=in_flight, overrides=overrides,
-                               ejections=ejections, holders=frozenset(m for m, _ in scored))
+                holders = frozenset(m for m, _ in scored)
+            parts = self._snap.parts
+            return LaunchState(statuses=parts["status"], in_flight=self._snap.in_flight(now),
+                               overrides=parts["override"], ejections=parts["ejection"], holders=holders)
 
         return await self._call(remote, lambda: self._fallback.launch_state(repo_key))
 
@@ -886,19 +1002,29 @@ class RedisStore(Store):
         ms = _event_ms(event) if event is not None else 0
         capped = repo_cap if repo_key is not None else None
 
+        # The repository whose holders come back with the answer (the event names it when
+        # the launch is not counted towards a repository cap).
+        repo = repo_key or (event.get("repo_key") if event is not None else None)
+        repo = repo if isinstance(repo, str) and repo else None
+
         async def remote() -> RecordResult:
             minute = event_minute(event, now) if event is not None else int(now // 60)
             keys = [self._k_inflight + member, self._k_inflight_members, self._k_launches,
-                    self._k_minute + str(minute)]
+                    self._k_minute + str(minute), self._k_versions, self._k_image + (repo or "")]
             args = [member, launch_id, repr(expiry), self._gc_ms(ttl), payload, ms, self.log_length,
-                    "" if limit is None else int(limit), repr(now), self._gc_ms(MINUTES_KEPT * 60)]
+                    "" if limit is None else int(limit), repr(now), self._gc_ms(MINUTES_KEPT * 60),
+                    "1" if repo else ""]
             if repo_key is not None:
                 keys.append(self._k_repo_inflight + repo_key)
                 args += [repr(now + repo_ttl), self._gc_ms(repo_ttl), "" if capped is None else int(capped)]
-            answer = await self._record_launch(keys=keys, args=args)
-            code = int(answer[0])
+            code, count, version, holders, repo_n = await self._record_launch(keys=keys, args=args)
+            code, count = int(code), int(count)
+            if repo:
+                self._snap.set_holders(repo, [(m, float(s)) for m, s in _pairs(holders)])
+            if count >= 0:  # what this launch saw of its member, this one included when counted
+                self._snap.counted(member, count, int(version), expiry if code == 1 else None)
             if code == 2:
-                return RecordResult(False, REPO_CAP, int(answer[1]))
+                return RecordResult(False, REPO_CAP, int(repo_n))
             if code == 0:
                 return RecordResult(False, MEMBER_FULL)
             # Mirrored, so the fallback knows this replica's launches if Redis goes away.
@@ -929,7 +1055,11 @@ class RedisStore(Store):
         await self._fallback.put_status(status)
 
         async def remote() -> None:
-            await self._redis.hset(self._k_status, status.name, json.dumps(status.to_json()))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._k_status, status.name, json.dumps(status.to_json()))
+                pipe.hincrby(self._k_versions, "status", 1)
+                _, version = await pipe.execute()
+            self._snap.wrote("status", int(version), {status.name: status})
 
         await self._call(remote, self._nothing, lambda: self._journal.statuses.__setitem__(status.name, status))
 
@@ -943,7 +1073,9 @@ class RedisStore(Store):
                 args += [status.name, json.dumps(status.to_json())]
             for member, seen in settled.items():
                 args += [member, max(int(seen), 0)]
-            await self._put_statuses(keys=[self._k_status, self._k_inflight_members], args=args)
+            version = await self._put_statuses(keys=[self._k_status, self._k_inflight_members, self._k_versions],
+                                               args=args)
+            self._snap.wrote("status", int(version), {status.name: status for status in statuses})
 
         def journal() -> None:
             for status in statuses:
@@ -966,7 +1098,7 @@ class RedisStore(Store):
         now = self.clock()
 
         async def remote() -> None:
-            await self._settle(keys=[self._k_inflight + member, self._k_inflight_members],
+            await self._settle(keys=[self._k_inflight + member, self._k_inflight_members, self._k_versions],
                                args=[repr(now), max(int(seen), 0), member])
 
         await self._call(remote, self._nothing, lambda: self._journal_settle(member, seen, now))
@@ -992,6 +1124,7 @@ class RedisStore(Store):
         await self._fallback.learn_image(repo_key, member, ttl)
 
         async def remote() -> None:
+            self._snap.learned(repo_key, member, expiry)
             await self._learn_image(keys=[self._k_image + repo_key, self._k_images],
                                     args=[member, repr(expiry), f"{repo_key}\0{member}", repr(now),
                                           self._gc_ms(ttl)])
@@ -1025,10 +1158,14 @@ class RedisStore(Store):
         when = self.clock()
 
         async def remote() -> None:
-            if override is None:
-                await self._redis.hdel(self._k_override, member)
-            else:
-                await self._redis.hset(self._k_override, member, json.dumps(override.to_json()))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if override is None:
+                    pipe.hdel(self._k_override, member)
+                else:
+                    pipe.hset(self._k_override, member, json.dumps(override.to_json()))
+                pipe.hincrby(self._k_versions, "override", 1)
+                _, version = await pipe.execute()
+            self._snap.wrote("override", int(version), {member: override})
 
         await self._call(remote, self._nothing,
                          lambda: self._journal.overrides.__setitem__(member, (override, when)))
@@ -1045,7 +1182,11 @@ class RedisStore(Store):
         await self._fallback.set_ejection(member, until)
 
         async def remote() -> None:
-            await self._redis.hset(self._k_ejection, member, repr(float(until)))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._k_ejection, member, repr(float(until)))
+                pipe.hincrby(self._k_versions, "ejection", 1)
+                _, version = await pipe.execute()
+            self._snap.wrote("ejection", int(version), {member: float(until)})
 
         await self._call(remote, self._nothing, lambda: self._journal.ejections.__setitem__(member, until))
 

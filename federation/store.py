@@ -85,6 +85,9 @@ class Store(abc.ABC):
     degraded: bool = False  # True while a shared store is unreachable and a local fallback serves
     errors: int = 0         # calls that failed other than by an outage (a bug), answered locally
     on_error: Callable[[], None] | None = None  # called for each of those (the router counts them)
+    # Seconds by which what `launch_state(repo_key)` answers may lag behind writes made
+    # through other stores (other replicas); a store's own writes are seen at once.
+    freshness_bound: float = 0.0
 
     def __init__(self, clock: Clock = time.time):
         self.clock = clock
