@@ -33,7 +33,7 @@ from federation.config import HealthSettings
 from federation.member_health import ProbeResult, assess
 from federation.members import Member, MemberState, MemberStatus
 from federation.membership import Membership
-from federation.store import Store
+from federation.stores.protocol import Store
 from hub.client import HubClient, MemberError
 from hub.models import MAX_COUNT, HealthReport, MemberResponseError
 from hub.tasks import BackgroundService

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from federation.policy import Decision, place
 from federation.spec import LaunchRequest, SpecError, parse_launch
-from federation.store import REPO_CAP, RecordResult
+from federation.stores.protocol import REPO_CAP, RecordResult
 from federation.view import FederationView
 
 from . import launch_page, limits, relay

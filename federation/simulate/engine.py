@@ -22,7 +22,7 @@ from ..config import PolicySettings
 from ..member_health import ProbeResult, assess
 from ..members import MemberStatus
 from ..policy import STRATEGIES, place
-from ..store import MemoryStore
+from ..stores.memory import MemoryStore
 from ..view import ViewBuilder
 from .model import Model, SimMember, build_time
 from .results import Result

@@ -22,8 +22,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
 from federation.members import Member, MemberState, MemberStatus, Override
-from federation.redis_store import RedisStore, RedisTarget, parse_redis_url
-from federation.store import open_store
+from federation.stores.redis import RedisStore
+from federation.stores.redis_url import RedisTarget, parse_redis_url
+from federation.stores.factory import open_store
+from federation.stores.protocol import LimitState, RateCheck
 from tests.conftest import fast_config, member_states
 from tests.support.redis_proc import RedisProcess, free_port
 from tests.support.clock import T0, FakeClock
@@ -117,10 +119,7 @@ def test_parse_sentinel_urls():
             parse_redis_url(bad)
 
 
-def test_open_store_and_lazy_export():
-    from federation.store import RedisStore as exported
-
-    assert exported is RedisStore
+def test_open_store():
     clock = FakeClock()
     store = open_store("redis+sentinel://127.0.0.1:1/svc", clock=clock)
     assert isinstance(store, RedisStore) and store.clock is clock and store.target.kind == "sentinel"
@@ -199,8 +198,8 @@ async def test_other_methods_are_one_round_trip(redis_url, stores, monkeypatch):
     store = await stores(redis_url)
     await store.launch_state(None)
     counter = SendCounter(monkeypatch)
-    calls = [store.cache_size(), store.hit("k", 5, 10), store.acquire_lease("l", "me", 5), store.in_flight(),
-             store.settle_in_flight("m", 1), store.learn_image("r", "m", 5), store.image_holders("r"),
+    calls = [store.cache_size(), store.limit_launch([RateCheck("k", 5, 10)], None), store.acquire_lease("l", "me", 5), store.in_flight(),
+             store.settle_in_flight("m", 1), store.learn_image("r", "m", 5), store.launch_state("r"),
              store.statuses(), store.overrides(), store.ejections(), store.release_lease("l", "me")]
     for call in calls:
         counter.active, counter.sent = True, []
@@ -245,8 +244,8 @@ async def test_two_replicas_see_each_other(redis_url, stores):
     assert not await b.acquire_lease("prober", "b", 10)
     await a.set_override("m2", None)
     assert await b.overrides() == {}
-    assert await b.hit("ip", 1, 10) == (True, 10.0)
-    assert await a.hit("ip", 1, 10) == (False, 10.0)
+    assert await b.limit_launch([RateCheck("ip", 1, 10)], None) == LimitState(None, 0.0, 0)
+    assert await a.limit_launch([RateCheck("ip", 1, 10)], None) == LimitState(0, 10.0, 0)
     assert not a.degraded and not b.degraded
 
 
@@ -265,7 +264,7 @@ async def test_keys_carry_a_garbage_collection_ttl(redis_url, stores):
     store = await stores(redis_url)
     await store.record_launch("m1", 30)
     await store.learn_image("gh/x/y", "m1", 30)
-    await store.hit("ip", 5, 10)
+    await store.limit_launch([RateCheck("ip", 5, 10)], None)
     await store.acquire_lease("prober", "me", 10)
     async with plain_client(redis_url) as admin:
         for key, at_least in [("binderfed:inflight:m1", 30), ("binderfed:image:gh/x/y", 30),
@@ -287,7 +286,7 @@ async def test_launch_log_is_bounded(redis_url, stores):
 
 
 async def test_recent_launches_pages_through_long_logs(redis_url, stores, monkeypatch):
-    monkeypatch.setattr("federation.redis_store.RANGE_PAGE", 7)
+    monkeypatch.setattr("federation.stores.redis.RANGE_PAGE", 7)
     store = await stores(redis_url)
     for i in range(30):
         await store.record_launch("m", 60, {"timestamp": T0 + i / 10, "n": i})
@@ -329,14 +328,14 @@ async def exercise_every_method(store: RedisStore) -> None:
     await timed(store.settle_in_flight("m9", 1))
     await timed(store.in_flight())
     await timed(store.learn_image("gh/o/p", "m9", 60))
-    await timed(store.image_holders("gh/o/p"))
+    await timed(store.launch_state("gh/o/p"))
     await timed(store.cache_size())
     await timed(store.set_override("m9", Override(weight=0.1, at=time.time())))
     await timed(store.overrides())
     await timed(store.set_ejection("m9", time.time() + 1))
     await timed(store.ejections())
     await timed(store.recent_launches(0))
-    await timed(store.hit("ip", 100, 10))
+    await timed(store.limit_launch([RateCheck("ip", 100, 10)], None))
     assert await timed(store.acquire_lease("prober", "someone", 10)) is True
     await timed(store.release_lease("prober", "someone"))
 
@@ -440,7 +439,7 @@ async def test_a_launch_limit_holds_against_own_launches_while_degraded(private_
 
 
 async def test_events_logged_while_degraded_are_pushed_back_in_chunks(private_redis, stores, monkeypatch):
-    monkeypatch.setattr("federation.redis_store.PUSH_CHUNK", 3)
+    monkeypatch.setattr("federation.stores.journal.PUSH_CHUNK", 3)
     proc = private_redis()
     store = await stores(proc.url, backoff_initial=0.05, backoff_max=0.2)
     await store.record_launch("m1", 60, {"timestamp": T0, "n": 0})
@@ -466,7 +465,7 @@ async def test_a_failed_push_back_is_retried_without_losing_or_repeating(private
     await store.put_status(status("m1", checked_at=time.time()))
     await store.record_launch("m1", 60, {"timestamp": T0, "n": 0})
     assert store.degraded
-    push, failures = store._push, []
+    push, failures = store.backend.push, []
 
     async def flaky_push(*args, **kwargs):
         if not failures:
@@ -476,7 +475,7 @@ async def test_a_failed_push_back_is_retried_without_losing_or_repeating(private
             raise ConnectionError("connection reset during push")
         return await push(*args, **kwargs)
 
-    store._push = flaky_push
+    store.backend.push = flaky_push
     proc.start()
 
     async def recovered() -> bool:

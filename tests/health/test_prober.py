@@ -10,7 +10,8 @@ import pytest
 from federation.config import HealthSettings
 from federation.members import Member, MemberState, MemberStatus
 from federation.membership import Membership
-from federation.store import MemoryStore, Store
+from federation.stores.memory import MemoryStore
+from federation.stores.protocol import Store
 from health.prober import LEASE, ProbeResult, Prober, assess, probe_member, reference_version
 from hub.client import HubClient
 from hub.models import HealthReport

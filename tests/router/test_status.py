@@ -10,7 +10,8 @@ import pytest
 from yarl import URL
 
 from federation.members import Member, MemberState, MemberStatus, Override
-from federation.store import MemoryStore, open_store
+from federation.stores.memory import MemoryStore
+from federation.stores.factory import open_store
 from federation.view import FederationView, MemberView
 from router.status import MINUTES, build_status_page
 from tests.conftest import fast_config, member_of, member_states
