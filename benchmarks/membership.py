@@ -21,7 +21,7 @@ from aiohttp import web
 
 from federation import config as config_mod
 from federation.member_cli import Registration, deregister_member, register_member
-from federation.store import open_store
+from federation.stores.factory import open_store
 from hub.devhub import DevHub, DevHubSettings
 from router.app import create_app
 from tests.support.consul_double import ConsulDouble

@@ -54,7 +54,7 @@ async def serve_router(member_url: str) -> None:
 
     from federation.config import FederationConfig, LimitSettings, PolicySettings, RouterSettings, StreamSettings
     from federation.members import Member, MemberState, MemberStatus
-    from federation.store import MemoryStore
+    from federation.stores.memory import MemoryStore
     from router.app import create_app
     from tests.support.replay_member import RECORDED_HUB
 

@@ -34,7 +34,7 @@ from aiohttp import web
 from federation.config import FederationConfig, LimitSettings, PolicySettings, RateLimit, RouterSettings
 from federation.logs import setup_logging
 from federation.members import Member
-from federation.store import open_store
+from federation.stores.factory import open_store
 from router.app import create_app
 from router.pages import CORS_HEADERS
 

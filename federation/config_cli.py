@@ -51,7 +51,7 @@ def _without_password(url: str) -> str:
     if not sep or not at:
         return url
     user, colon, _ = userinfo.partition(":")
-    # redis://user:password@ or redis://:password@; redis+sentinel://password@ (federation.redis_store)
+    # redis://user:password@ or redis://:password@; redis+sentinel://password@ (federation.stores.redis_url)
     masked = f"{user}:***" if colon else ("***" if scheme == "redis+sentinel" else user)
     return f"{scheme}://{masked}@{hosts}"
 

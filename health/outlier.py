@@ -33,7 +33,7 @@ from typing import Callable
 
 from federation.config import OutlierSettings
 from federation.membership import Membership
-from federation.store import Store
+from federation.stores.protocol import Store
 from hub.tasks import BackgroundService
 
 log = logging.getLogger("binderfed.outlier")

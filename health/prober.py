@@ -3,6 +3,12 @@
 Only the holder of the store's `prober` lease probes, so N router replicas do not
 probe every member N times; the others read the statuses it writes.
 
+Probes run concurrently, one task per member due; what they found is written at the
+next tick (every half second at most), all in one batch: one read of the store's
+statuses and one write (`Store.put_statuses`, one round trip on Redis) per tick, however
+many members were probed, so probing a thousand members costs the store four calls a
+second, not three per probe.
+
 Every probe ends in a status, whatever the member answered: a document the member
 API does not allow (numbers out of range, nested too deeply, not JSON) makes the
 member `unhealthy` with a reason in the prober's own words, and even a surprise of
@@ -27,7 +33,7 @@ from federation.config import HealthSettings
 from federation.member_health import ProbeResult, assess
 from federation.members import Member, MemberState, MemberStatus
 from federation.membership import Membership
-from federation.store import Store
+from federation.stores.protocol import Store
 from hub.client import HubClient, MemberError
 from hub.models import MAX_COUNT, HealthReport, MemberResponseError
 from hub.tasks import BackgroundService
@@ -118,6 +124,7 @@ class Prober(BackgroundService):
         self.is_leader = False
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._done: list[tuple[Member, tuple[ProbeResult, bool] | Exception]] = []  # probed, not yet written
         self._last: dict[str, MemberStatus] = {}
         self._lease_renewed = 0.0
 
@@ -133,40 +140,63 @@ class Prober(BackgroundService):
                 pass
         self.is_leader = False  # a stopped prober probes nothing, whoever the store says leads
 
-    def probe_soon(self, name: str) -> None:
-        """Ask for a probe of `name` at the next tick (for example after a failed launch)."""
-        self._due[name] = 0.0
-
     async def probe_once(self, member: Member) -> MemberStatus:
+        """Probe `member` now and write its status (a batch of one); the status."""
+        [status] = await self._write([(member, await self._result_of(member))])
+        return status
+
+    async def _result_of(self, member: Member) -> tuple[ProbeResult, bool]:
+        """One probe's result, and whether its capacity came from the member agent's report."""
         result = await probe_member(self.client, member, self.settings)
-        filled = False
         if self.fill_capacity is not None and result.report is not None and not result.report.has_quota_check:
             report = self.fill_capacity(member.name, result.report)
             if report is not None:
-                result, filled = replace(result, report=report), True
-        statuses = await self.store.statuses()
-        previous = self._last.get(member.name) or statuses.get(member.name)
-        status = assess(
-            member.name, result, previous, self.headroom,
-            reference_version(self.settings.versions_policy, self.membership.members(), statuses)
-            if not member.prime or self.settings.versions_policy != "prime" else None,
-            time.time(),
-        )
-        if filled:
-            status = replace(status, reason=f"{status.reason} (capacity from the member agent's report)")
-        if previous is not None and result.report is not None and previous.checked_at:
-            # Pods the member's own count now shows were, until now, counted as in flight.
-            await self.store.settle_in_flight(member.name, status.total_pods - previous.total_pods)
-        await self._publish(member, status, previous, result.detail)
-        return status
+                return replace(result, report=report), True
+        return result, False
 
-    async def _publish(self, member: Member, status: MemberStatus, previous: MemberStatus | None,
-                       detail: str = "") -> None:
-        await self.store.put_status(status)
-        self._last[member.name] = status
-        self._log_change(previous, status, detail)
-        if self.observer is not None:
-            self.observer(member, status, previous)
+    async def _write(self, done: list[tuple[Member, "tuple[ProbeResult, bool] | Exception"]]) -> list[MemberStatus]:
+        """Assess the probes finished since the last write and write their statuses in one batch.
+
+        One read of the store's statuses for the whole batch (the baseline of a member this
+        replica has not probed since it took the lease, and the federation's reference
+        version), and one write: a thousand members cost two store calls per tick, not
+        three per probe."""
+        stored = await self.store.statuses()
+        known = {**stored, **self._last}   # what this replica wrote itself is the newest
+        policy = self.settings.versions_policy
+        reference = reference_version(policy, self.membership.members(), known)
+        now = time.time()
+        written: list[tuple[Member, MemberStatus, MemberStatus | None, str]] = []
+        settle: dict[str, int] = {}
+        for member, outcome in done:
+            previous = self._last.get(member.name) or stored.get(member.name)
+            if isinstance(outcome, Exception):
+                status = MemberStatus(
+                    name=member.name, state=MemberState.UNHEALTHY,
+                    reason="probe failed: internal error (see the router's log)", checked_at=now,
+                    consecutive_failures=min((previous.consecutive_failures if previous else 0) + 1, MAX_COUNT),
+                    versions=previous.versions if previous else {},
+                )
+                detail = ""
+            else:
+                result, filled = outcome
+                status = assess(member.name, result, previous, self.headroom,
+                                reference if not member.prime or policy != "prime" else None, now)
+                if filled:
+                    status = replace(status, reason=f"{status.reason} (capacity from the member agent's report)")
+                if previous is not None and result.report is not None and previous.checked_at:
+                    # Pods the member's own count now shows were, until now, counted as in flight.
+                    settle[member.name] = status.total_pods - previous.total_pods
+                detail = result.detail
+            self._due[member.name] = self._next_due(status)
+            written.append((member, status, previous, detail))
+        await self.store.put_statuses([status for _, status, _, _ in written], settle)
+        for member, status, previous, detail in written:
+            self._last[member.name] = status
+            self._log_change(previous, status, detail)
+            if self.observer is not None:
+                self.observer(member, status, previous)
+        return [status for _, status, _, _ in written]
 
     def _log_change(self, previous: MemberStatus | None, status: MemberStatus, detail: str = "") -> None:
         if previous is None or previous.state != status.state:
@@ -181,25 +211,14 @@ class Prober(BackgroundService):
         jitter = self.settings.jitter * (self.rng.random() - 0.5)
         return time.monotonic() + period * (1 + jitter)
 
-    async def _probe_and_schedule(self, member: Member) -> None:
+    async def _probe(self, member: Member) -> None:
+        """Probe one member; its result waits for the next tick's batch write."""
         try:
-            status = await self.probe_once(member)
-            self._due[member.name] = self._next_due(status)
+            result = await self._result_of(member)
+            self._done.append((member, result))  # (not before the await: the tick swaps the list meanwhile)
         except Exception as exc:  # never let one member's surprise stop the prober, or freeze its status
             log.exception("probe of member %s failed unexpectedly: %s", member.name, exc)
-            self._due[member.name] = time.monotonic() + self.settings.failed_period
-            previous = self._last.get(member.name)
-            status = MemberStatus(
-                name=member.name, state=MemberState.UNHEALTHY,
-                reason="probe failed: internal error (see the router's log)",
-                checked_at=time.time(),
-                consecutive_failures=min((previous.consecutive_failures if previous else 0) + 1, MAX_COUNT),
-                versions=previous.versions if previous else {},
-            )
-            try:
-                await self._publish(member, status, previous)
-            except Exception as again:  # the store itself failed: the status ages out to unknown
-                log.warning("cannot record the failed probe of member %s: %s", member.name, again)
+            self._done.append((member, exc))
         finally:
             self._running.pop(member.name, None)
 
@@ -235,6 +254,7 @@ class Prober(BackgroundService):
                         task.cancel()
             self.is_leader = leader
         if not self.is_leader:
+            self._done.clear()  # results of probes from before the lease was lost are not ours to write
             return
         members = self.membership.members()
         current = {m.name for m in members}
@@ -242,10 +262,17 @@ class Prober(BackgroundService):
             if name not in current:
                 del self._due[name]
                 self._last.pop(name, None)
+        waiting = {m.name for m, _ in self._done}  # probed, written below, due again later
         for member in members:
-            if member.name in self._running:
+            if member.name in self._running or member.name in waiting:
                 continue
             if self._due.get(member.name, 0.0) <= now:
-                self._running[member.name] = self.spawn(
-                    self._probe_and_schedule(member), name=f"probe-{member.name}"
-                )
+                self._running[member.name] = self.spawn(self._probe(member), name=f"probe-{member.name}")
+        done, self._done = [(m, outcome) for m, outcome in self._done if m.name in current], []
+        if done:
+            try:
+                await self._write(done)
+            except Exception as exc:  # the store failed: these statuses age out to unknown, probes go on
+                log.warning("cannot record the probes of %d members: %s", len(done), exc)
+                for member, _ in done:
+                    self._due[member.name] = time.monotonic() + self.settings.failed_period

@@ -37,7 +37,7 @@ from federation.reports import (
     running_repositories,
     with_reported_capacity,
 )
-from federation.store import Store
+from federation.stores.protocol import Store
 from hub.models import HealthReport
 from hub.report import REPORT_KEY_PREFIX, MemberReport
 from hub.tasks import BackgroundService, time_limit

@@ -13,7 +13,7 @@ from aiohttp import web
 from federation.config import FederationConfig
 from federation.launchlog import LaunchLog
 from federation.membership import Membership
-from federation.store import Store
+from federation.stores.protocol import Store
 from health.outlier import OutlierDetector
 from health.prober import Prober
 from health.report_ingest import RedisReportInbox, ReportIngest

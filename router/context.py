@@ -17,7 +17,7 @@ from federation.launchlog import LaunchLog
 from federation.members import fresh_statuses
 from federation.membership import Membership
 from federation.spec import LaunchRequest
-from federation.store import Store
+from federation.stores.protocol import Store
 from federation.placement.view import FederationView, ViewBuilder
 from health.outlier import OutlierDetector
 from health.prober import Prober

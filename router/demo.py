@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from federation import config as config_mod
 from federation.logs import setup_logging
-from federation.store import open_store
+from federation.stores.factory import open_store
 from hub.devhub import DevHub, DevHubSettings
 
 from .app import create_app

@@ -11,7 +11,7 @@ from aiohttp import web
 from federation.placement.decision import Decision
 from federation.placement.place import place
 from federation.spec import LaunchRequest, SpecError, parse_launch
-from federation.store import REPO_CAP, RecordResult
+from federation.stores.protocol import REPO_CAP, RecordResult
 from federation.placement.view import FederationView
 
 from . import launch_page, limits, relay

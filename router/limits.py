@@ -52,7 +52,7 @@ from aiohttp import web
 
 from federation.config import BanRule, LimitSettings
 from federation.spec import LaunchRequest
-from federation.store import RateCheck
+from federation.stores.protocol import RateCheck
 
 from .clients import client_address, client_key
 from .context import RouterContext

@@ -165,7 +165,7 @@ class Metrics:
             "federation_ejections", "Passive-health ejections made by this replica, by member.", ["member"], registry=r,
         )
         self.ejected = Gauge("federation_ejected", "1 while the member is ejected by passive health.", ["member"], registry=r)
-        # Robustness of the router itself (router.connections, federation.redis_store).
+        # Robustness of the router itself (router.connections, federation.stores.fallback).
         self.header_timeouts = Counter(
             "federation_header_timeouts",
             "Client connections closed because their first request's headers did not arrive within "

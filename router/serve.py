@@ -25,7 +25,7 @@ from aiohttp import web
 from federation import config as config_mod
 from federation.launchlog import LaunchLogError
 from federation.logs import setup_logging
-from federation.store import open_store
+from federation.stores.factory import open_store
 
 from .app import create_app
 from .connections import GuardedSite

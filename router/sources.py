@@ -21,7 +21,7 @@ from aiohttp import web
 
 from federation.config import ConsulSettings, FederationConfig
 from federation.secrets import SecretError, read_secret
-from federation.store import MemoryStore
+from federation.stores.memory import MemoryStore
 from federation.sources.file import FileSource
 
 from . import admin

@@ -12,7 +12,9 @@ from aiohttp import web
 from federation.config import FederationConfig, HealthSettings, LimitSettings, PolicySettings, RouterSettings
 from federation.members import Member
 from federation.membership import Membership
-from federation.store import MemoryStore, Store, open_store
+from federation.stores.memory import MemoryStore
+from federation.stores.protocol import Store
+from federation.stores.factory import open_store
 from router.app import create_app
 from router.context import CONTEXT, RouterContext
 from tests.support.consul_double import ConsulDouble

@@ -30,8 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("benchmarks", "router", "health", "federation", "hub")
 
 KNOWN_CIRCLES = {
-    # open_store and a module __getattr__ name RedisStore; the store package of 19b has a factory instead
-    frozenset({"federation.store", "federation.redis_store"}),
     # the relay calls the redirect handler's admit/record: one admission pipeline in 19b
     frozenset({"router.launch", "router.relay"}),
 }

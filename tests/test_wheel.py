@@ -40,7 +40,7 @@ NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".p
 PACKAGE_DATA = ("federation/config_files/schema.json", "federation/config_files/demo.yaml",
                 "federation/config_files/mybinder.example.yaml", "federation/config_files/examples/redirector.json",
                 "router/static/launch.js", "router/static/launch.html", "router/static/badge.svg",
-                "router/templates/status.html")
+                "router/templates/status.html", "federation/stores/lua/record_launch.lua")
 
 
 @dataclass(frozen=True)

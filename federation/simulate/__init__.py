@@ -1,7 +1,7 @@
 """`binderfed simulate`: compare placement strategies side by side on a launch trace.
 
 The simulator drives the real `federation.placement.place.place()` and the real in-memory
-store (`federation.store.MemoryStore`, with a simulated clock) through a
+store (`federation.stores.memory.MemoryStore`, with a simulated clock) through a
 discrete-event model of the members, so every number it prints comes from the code
 that routes production launches. Only the members are modelled.
 

@@ -23,7 +23,7 @@ from ..member_health import ProbeResult, assess
 from ..members import MemberStatus
 from ..placement.place import place
 from ..placement.strategies import STRATEGIES
-from ..store import MemoryStore
+from ..stores.memory import MemoryStore
 from ..placement.view import ViewBuilder
 from .model import Model, SimMember, build_time
 from .results import Result

@@ -26,7 +26,7 @@ import yaml
 
 from federation import config as config_mod
 from federation.member_cli import Registration, register_member
-from federation.store import open_store
+from federation.stores.factory import open_store
 from hub.report import CachedImage, Capacity, MemberReport, Usage, report_key, seal
 from tests.charts.test_charts import DASHBOARD, ROUTER_CHART
 from tests.support.consul_double import ConsulDouble

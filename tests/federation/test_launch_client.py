@@ -13,7 +13,7 @@ from aiohttp import web
 from federation.launch_client import (
     BAD_INPUT, BUILD_FAILED, UNAVAILABLE, LaunchError, RichDisplay, launch, parse_target, server_url,
 )
-from federation.store import MemoryStore
+from federation.stores.memory import MemoryStore
 from tests.conftest import fast_config, member_of, member_states
 from tests.support.cli import run_binderfed
 from tests.support.waiting import eventually

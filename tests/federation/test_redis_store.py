@@ -21,9 +21,12 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
-from federation.members import MemberState, MemberStatus, Override
-from federation.redis_store import RedisStore, RedisTarget, parse_redis_url
-from federation.store import open_store
+from federation.members import Member, MemberState, MemberStatus, Override
+from federation.stores.redis import RedisStore
+from federation.stores.redis_url import RedisTarget, parse_redis_url
+from federation.stores.factory import open_store
+from federation.stores.protocol import LimitState, RateCheck
+from tests.conftest import fast_config, member_states
 from tests.support.redis_proc import RedisProcess, free_port
 from tests.support.clock import T0, FakeClock
 from tests.support.races import frozen_loop_clock, on_next_write, spin_until
@@ -116,10 +119,7 @@ def test_parse_sentinel_urls():
             parse_redis_url(bad)
 
 
-def test_open_store_and_lazy_export():
-    from federation.store import RedisStore as exported
-
-    assert exported is RedisStore
+def test_open_store():
     clock = FakeClock()
     store = open_store("redis+sentinel://127.0.0.1:1/svc", clock=clock)
     assert isinstance(store, RedisStore) and store.clock is clock and store.target.kind == "sentinel"
@@ -150,26 +150,29 @@ async def commandstats(client: aioredis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
 
 
-async def test_hot_path_is_one_round_trip_each(redis_url, stores, monkeypatch):
-    store = await stores(redis_url)
+async def test_a_launch_is_one_round_trip(redis_url, stores, monkeypatch):
+    """A launch reads the local snapshot (no command) and records in one EVALSHA; the status
+    page's read (no repository) is one EVALSHA too. (The background refresh is a minute away.)"""
+    store = await stores(redis_url, refresh_period=60)
     for i in range(5):
         await store.put_status(status(f"m{i}"))
         await store.learn_image("gh/x/y", f"m{i}", 600)
-    await store.record_launch("m0", 300, {"timestamp": time.time()})
-    await store.launch_state("gh/x/y")  # warm: connection made, scripts loaded
+    await store.record_launch("m0", 300, {"timestamp": time.time(), "repo_key": "gh/x/y"})
     counter = SendCounter(monkeypatch)
     async with plain_client(redis_url) as admin:
-        for call in [lambda: store.launch_state("gh/x/y"), lambda: store.launch_state(None),
-                     lambda: store.record_launch("m1", 300, {"timestamp": time.time(), "member": "m1"}),
-                     lambda: store.record_launch("m2", 300)]:
+        for call, commands in [(lambda: store.launch_state("gh/x/y"), 0), (lambda: store.launch_state(None), 1),
+                               (lambda: store.record_launch("m1", 300, {"timestamp": time.time(), "member": "m1",
+                                                                        "repo_key": "gh/x/y"}), 1),
+                               (lambda: store.record_launch("m2", 300), 1),
+                               (lambda: store.launch_state("gh/x/y"), 0)]:
             before = await commandstats(admin)
             counter.active, counter.sent = True, []
             await call()
             counter.active = False
             after = await commandstats(admin)
-            assert len(counter.sent) == 1, counter.sent
-            assert counter.sent[0].startswith(b"*") and b"EVALSHA" in counter.sent[0].upper()
-            assert after.get("evalsha", 0) - before.get("evalsha", 0) == 1
+            assert len(counter.sent) == commands, counter.sent
+            assert all(b"EVALSHA" in sent.upper() for sent in counter.sent)
+            assert after.get("evalsha", 0) - before.get("evalsha", 0) == commands
             # (commandstats also counts the commands a script runs inside, so only check
             # that nothing else ran at the top level: no script (re)load, no transaction.)
             for top_level in ["eval", "script|load", "multi", "exec"]:
@@ -180,12 +183,23 @@ async def test_hot_path_is_one_round_trip_each(redis_url, stores, monkeypatch):
     assert not store.degraded
 
 
+async def test_a_repository_not_read_lately_costs_one_more_round_trip(redis_url, stores, monkeypatch):
+    store = await stores(redis_url, refresh_period=60)
+    await store.learn_image("gh/new/repo", "m1", 600)
+    counter = SendCounter(monkeypatch)
+    counter.active = True
+    assert (await store.launch_state("gh/other/repo")).holders == frozenset()
+    assert (await store.launch_state("gh/other/repo")).holders == frozenset()
+    counter.active = False
+    assert len(counter.sent) == 1   # the first read of a repository's holders, then from memory
+
+
 async def test_other_methods_are_one_round_trip(redis_url, stores, monkeypatch):
     store = await stores(redis_url)
     await store.launch_state(None)
     counter = SendCounter(monkeypatch)
-    calls = [store.cache_size(), store.hit("k", 5, 10), store.acquire_lease("l", "me", 5), store.in_flight(),
-             store.settle_in_flight("m", 1), store.learn_image("r", "m", 5), store.image_holders("r"),
+    calls = [store.cache_size(), store.limit_launch([RateCheck("k", 5, 10)], None), store.acquire_lease("l", "me", 5), store.in_flight(),
+             store.settle_in_flight("m", 1), store.learn_image("r", "m", 5), store.launch_state("r"),
              store.statuses(), store.overrides(), store.ejections(), store.release_lease("l", "me")]
     for call in calls:
         counter.active, counter.sent = True, []
@@ -210,12 +224,18 @@ async def test_two_replicas_see_each_other(redis_url, stores):
     await a.set_override("m2", Override(draining=True, by="admin", at=T0))
     await b.set_ejection("m1", T0 + 30)
     for store in (a, b):
-        state = await store.launch_state("gh/x/y")
-        assert set(state.statuses) == {"m1", "m2"} and state.statuses["m2"].state == MemberState.FULL
-        assert state.in_flight == {"m1": 3, "m2": 1}
-        assert state.holders == {"m1", "m2"}
-        assert state.overrides == {"m2": Override(draining=True, by="admin", at=T0)}
-        assert state.ejections == {"m1": T0 + 30}
+        # A launch reads the snapshot: the other replica's writes are in it within the refresh period.
+        async def shared() -> bool:
+            state = await store.launch_state("gh/x/y")
+            return (set(state.statuses) == {"m1", "m2"} and state.statuses["m2"].state == MemberState.FULL
+                    and state.in_flight == {"m1": 3, "m2": 1} and state.holders == {"m1", "m2"}
+                    and state.overrides == {"m2": Override(draining=True, by="admin", at=T0)}
+                    and state.ejections == {"m1": T0 + 30})
+
+        await eventually(shared, timeout=store.refresh_period + store.full_refresh + 2, interval=0.02,
+                         what="each replica to see the other's writes")
+        state = await store.launch_state(None)   # the status page's read is fresh at once
+        assert set(state.statuses) == {"m1", "m2"} and state.in_flight == {"m1": 3, "m2": 1}
         assert await store.cache_size() == 2
         assert [e["by"] for e in await store.recent_launches(0)] == ["a", "b"]
     await b.settle_in_flight("m1", 2)
@@ -224,8 +244,8 @@ async def test_two_replicas_see_each_other(redis_url, stores):
     assert not await b.acquire_lease("prober", "b", 10)
     await a.set_override("m2", None)
     assert await b.overrides() == {}
-    assert await b.hit("ip", 1, 10) == (True, 10.0)
-    assert await a.hit("ip", 1, 10) == (False, 10.0)
+    assert await b.limit_launch([RateCheck("ip", 1, 10)], None) == LimitState(None, 0.0, 0)
+    assert await a.limit_launch([RateCheck("ip", 1, 10)], None) == LimitState(0, 10.0, 0)
     assert not a.degraded and not b.degraded
 
 
@@ -237,14 +257,14 @@ async def test_key_prefixes_are_isolated(redis_url, stores):
     assert await b.statuses() == {} and await b.in_flight() == {}
     async with plain_client(redis_url) as admin:
         keys = await admin.keys("*")
-    assert keys and all(k.startswith("fedA:") for k in keys)
+    assert keys and all(k.startswith("fedA:") for k in keys if k != "fedB:versions")   # B's change counters
 
 
 async def test_keys_carry_a_garbage_collection_ttl(redis_url, stores):
     store = await stores(redis_url)
     await store.record_launch("m1", 30)
     await store.learn_image("gh/x/y", "m1", 30)
-    await store.hit("ip", 5, 10)
+    await store.limit_launch([RateCheck("ip", 5, 10)], None)
     await store.acquire_lease("prober", "me", 10)
     async with plain_client(redis_url) as admin:
         for key, at_least in [("binderfed:inflight:m1", 30), ("binderfed:image:gh/x/y", 30),
@@ -266,7 +286,7 @@ async def test_launch_log_is_bounded(redis_url, stores):
 
 
 async def test_recent_launches_pages_through_long_logs(redis_url, stores, monkeypatch):
-    monkeypatch.setattr("federation.redis_store.RANGE_PAGE", 7)
+    monkeypatch.setattr("federation.stores.redis.RANGE_PAGE", 7)
     store = await stores(redis_url)
     for i in range(30):
         await store.record_launch("m", 60, {"timestamp": T0 + i / 10, "n": i})
@@ -308,14 +328,14 @@ async def exercise_every_method(store: RedisStore) -> None:
     await timed(store.settle_in_flight("m9", 1))
     await timed(store.in_flight())
     await timed(store.learn_image("gh/o/p", "m9", 60))
-    await timed(store.image_holders("gh/o/p"))
+    await timed(store.launch_state("gh/o/p"))
     await timed(store.cache_size())
     await timed(store.set_override("m9", Override(weight=0.1, at=time.time())))
     await timed(store.overrides())
     await timed(store.set_ejection("m9", time.time() + 1))
     await timed(store.ejections())
     await timed(store.recent_launches(0))
-    await timed(store.hit("ip", 100, 10))
+    await timed(store.limit_launch([RateCheck("ip", 100, 10)], None))
     assert await timed(store.acquire_lease("prober", "someone", 10)) is True
     await timed(store.release_lease("prober", "someone"))
 
@@ -335,19 +355,19 @@ async def test_degrades_and_recovers_when_redis_stops(private_redis, stores, cap
     await b.set_ejection("m1", now + 20)
     assert await b.acquire_lease("prober", "b", 30)
     assert not await a.acquire_lease("prober", "a", 30)
-    before = await a.launch_state("gh/x/y")
+    before = await a.launch_state(None)
     assert before.in_flight == {"m1": 2} and set(before.statuses) == {"m1", "m2"}
 
     proc.stop()
 
     # The last snapshot plus this replica's own launches, every call quick, nothing raised.
-    state = await timed(a.launch_state("gh/x/y"))
+    state = await timed(a.launch_state(None))
     assert a.degraded is True
     assert state.statuses == before.statuses
     assert state.overrides == {"m2": Override(draining=True, at=now)}
     assert state.ejections == {"m1": now + 20}
-    assert state.holders == {"m2"}
     assert state.in_flight == {"m1": 1}            # a's own launch; b's is not known here
+    assert (await timed(a.launch_state("gh/x/y"))).holders == {"m2"}
     assert await timed(a.acquire_lease("prober", "a", 30)) is True   # degraded: probe members itself
     await exercise_every_method(a)
     assert [e.get("n") for e in await a.recent_launches(now)][:1] == [1]
@@ -363,7 +383,8 @@ async def test_degrades_and_recovers_when_redis_stops(private_redis, stores, cap
     await asyncio.sleep(0.5)                        # a few reconnect attempts fail meanwhile
     assert a.degraded is True
     degraded_logs = [r for r in caplog.records if r.getMessage().startswith("store degraded")]
-    assert len(degraded_logs) == 1, [r.getMessage() for r in degraded_logs]
+    # Once per replica (b's background refresh notices too), not once per call.
+    assert 1 <= len(degraded_logs) <= 2, [r.getMessage() for r in degraded_logs]
     assert f"redis unreachable at redis://127.0.0.1:{proc.port}/0" in degraded_logs[0].getMessage()
 
     proc.start()                                    # a new, empty redis-server on the same port
@@ -374,9 +395,10 @@ async def test_degrades_and_recovers_when_redis_stops(private_redis, stores, cap
 
     await eventually(recovered, timeout=10, interval=0.05, what="the store to recover")
     assert any(r.getMessage().startswith("store recovered") for r in caplog.records)
-    # b never called Redis while it was down: it reads what a pushed back.
+    # b made no call while Redis was down (its background refresh noticed the outage): once
+    # it has recovered too, it reads what a pushed back.
+    await eventually(lambda: not b.degraded, timeout=10, interval=0.05, what="b to recover")
     state = await b.launch_state("gh/new/repo")
-    assert b.degraded is False
     assert state.statuses["m1"].state == MemberState.UNHEALTHY
     assert state.in_flight.get("m2") == 1
     assert state.holders == {"m1"}
@@ -417,7 +439,7 @@ async def test_a_launch_limit_holds_against_own_launches_while_degraded(private_
 
 
 async def test_events_logged_while_degraded_are_pushed_back_in_chunks(private_redis, stores, monkeypatch):
-    monkeypatch.setattr("federation.redis_store.PUSH_CHUNK", 3)
+    monkeypatch.setattr("federation.stores.journal.PUSH_CHUNK", 3)
     proc = private_redis()
     store = await stores(proc.url, backoff_initial=0.05, backoff_max=0.2)
     await store.record_launch("m1", 60, {"timestamp": T0, "n": 0})
@@ -443,7 +465,7 @@ async def test_a_failed_push_back_is_retried_without_losing_or_repeating(private
     await store.put_status(status("m1", checked_at=time.time()))
     await store.record_launch("m1", 60, {"timestamp": T0, "n": 0})
     assert store.degraded
-    push, failures = store._push, []
+    push, failures = store.backend.push, []
 
     async def flaky_push(*args, **kwargs):
         if not failures:
@@ -453,7 +475,7 @@ async def test_a_failed_push_back_is_retried_without_losing_or_repeating(private
             raise ConnectionError("connection reset during push")
         return await push(*args, **kwargs)
 
-    store._push = flaky_push
+    store.backend.push = flaky_push
     proc.start()
 
     async def recovered() -> bool:
@@ -642,3 +664,109 @@ async def test_a_script_error_is_logged_as_an_error_and_does_not_degrade_the_sto
         await admin.hset("binderfed:status", "m2", json.dumps(status("m2", checked_at=now).to_json()))
     assert set((await store.launch_state(None)).statuses) == {"m1", "m2"}
     assert store.errors == 1
+
+
+# -- through the router: freshness of the snapshot and the cost of a redirect ---------------------
+def healthy(name: str, quota: int) -> MemberStatus:
+    return MemberStatus(name=name, state=MemberState.HEALTHY, reason="ok", quota=quota, has_quota=True,
+                        checked_at=time.time())
+
+
+async def place(http, router, path: str) -> str:
+    async with http.get(router.url + "/api/v1/place?path=" + path) as response:
+        assert response.status == 200, await response.text()
+        return (await response.json())["member"]
+
+
+async def first_placed_on(http, router, member: str, paths: list[str]) -> str | None:
+    for path in paths:
+        if await place(http, router, path) == member:
+            return path
+    return None
+
+
+async def test_a_redirect_costs_one_redis_command(start_router, redis_url, http, monkeypatch):
+    members = [Member(name, f"http://127.0.0.1:9/{name}") for name in ("alpha", "beta", "gamma")]
+    store = RedisStore(redis_url, key_prefix="redirect-cost:", refresh_period=60)
+    router = await start_router(fast_config(members), store=store, probe=False)
+    for member in members:
+        await store.put_status(healthy(member.name, 10_000))
+    paths = [f"/v2/gh/cost/repo{i}/HEAD" for i in range(5)]
+    for path in paths:  # the first launch of a repository reads its image holders
+        async with http.get(router.url + path, allow_redirects=False) as response:
+            assert response.status == 307
+    counter = SendCounter(monkeypatch)
+    async with plain_client(redis_url) as admin:
+        before = await commandstats(admin)
+        counter.active = True
+        for path in paths * 4:
+            async with http.get(router.url + path, allow_redirects=False) as response:
+                assert response.status == 307 and response.headers["X-Binder-Federation-Member"]
+        counter.active = False
+        after = await commandstats(admin)
+    assert len(counter.sent) == len(paths) * 4, counter.sent       # one request to Redis per redirect
+    assert all(b"EVALSHA" in sent.upper() for sent in counter.sent)
+    assert after.get("evalsha", 0) - before.get("evalsha", 0) == len(paths) * 4
+    assert not store.degraded
+
+
+async def test_a_launch_on_one_replica_is_in_the_others_next_decision(start_router, redis_url, http):
+    """Alpha has room for one launch. Once a launch through replica A fills it, replica B
+    places elsewhere within its freshness bound, without launching anything itself (the
+    image holders and whole reads are a minute away: only the refresh can tell B)."""
+    members = [Member("alpha", "http://127.0.0.1:9/alpha"), Member("beta", "http://127.0.0.1:9/beta")]
+    config = fast_config(members, pod_headroom=0, in_flight_ttl=120)
+    stores = [RedisStore(redis_url, key_prefix="fresh-launch:", refresh_period=0.1, full_refresh=60,
+                         holders_ttl=60) for _ in range(2)]
+    a, b = [await start_router(config, store=store, probe=False, seed=i) for i, store in enumerate(stores)]
+    await stores[0].put_status(healthy("alpha", 1))
+    await stores[0].put_status(healthy("beta", 100))
+    for router in (a, b):
+        await eventually(lambda: _all_healthy(http, router), timeout=5, what="both members healthy")
+    path = await first_placed_on(http, b, "alpha", [f"/v2/gh/fresh/repo{i}/HEAD" for i in range(50)])
+    assert path is not None and await place(http, a, path) == "alpha"
+
+    async with http.get(a.url + path, allow_redirects=False) as response:
+        assert response.status == 307 and response.headers["X-Binder-Federation-Member"] == "alpha"
+
+    async def b_places_elsewhere() -> bool:
+        return await place(http, b, path) == "beta"
+
+    bound = stores[1].refresh_period + stores[1].op_timeout
+    await eventually(b_places_elsewhere, timeout=bound + 1, interval=0.02, what="B to see A's launch on alpha")
+
+
+async def test_a_status_written_by_the_prober_reaches_the_other_replicas_launches(start_devhub, start_router,
+                                                                                  redis_url, http):
+    """Replica A probes; replica B only reads. A member that turns unhealthy leaves B's
+    decisions within a probe period plus B's refresh."""
+    hubs = [await start_devhub("alpha", quota=100), await start_devhub("beta", quota=100)]
+    config = fast_config([Member(h.settings.name, h.url) for h in hubs])
+    stores = [RedisStore(redis_url, key_prefix="fresh-status:", refresh_period=0.1, full_refresh=60,
+                         holders_ttl=60) for _ in range(2)]
+    a = await start_router(config, store=stores[0], probe=True)
+    b = await start_router(config, store=stores[1], probe=False, seed=1)
+    candidates = [f"/v2/gh/status/repo{i}/HEAD" for i in range(50)]
+
+    async def b_uses_beta() -> str | None:
+        return await first_placed_on(http, b, "beta", candidates)
+
+    path = await eventually(b_uses_beta, timeout=10, what="both members healthy in B's view")
+    hubs[1].set_faults(unhealthy=True)
+    await eventually(lambda: _unhealthy(stores[0], "beta"), timeout=10, what="A's prober to mark beta unhealthy")
+
+    async def b_avoids_beta() -> bool:
+        return await place(http, b, path) == "alpha"
+
+    bound = stores[1].refresh_period + stores[1].op_timeout
+    await eventually(b_avoids_beta, timeout=bound + 1, interval=0.02, what="B to stop placing on beta")
+    assert a.ctx.prober is not None and a.ctx.prober.is_leader
+
+
+async def _all_healthy(http, router) -> bool:
+    return set((await member_states(http, router)).values()) == {"healthy"}
+
+
+async def _unhealthy(store: RedisStore, name: str) -> bool:
+    status = (await store.statuses()).get(name)
+    return status is not None and status.state == MemberState.UNHEALTHY

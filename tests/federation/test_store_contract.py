@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from federation.members import MemberState, MemberStatus, Override
-from federation.store import MEMBER_FULL, REPO_CAP, LaunchState, LimitState, RateCheck, RecordResult, Store
+from federation.stores.protocol import MEMBER_FULL, REPO_CAP, LaunchState, LimitState, RateCheck, RecordResult, Store
 from tests.support.clock import T0, FakeClock
 
 
@@ -170,27 +170,27 @@ async def test_record_launch_with_a_limit_counts_only_while_there_is_room(store,
 
 # -- image-cache map ---------------------------------------------------------------------
 async def test_images_learn_age_out_and_holders(store, clock):
-    assert await store.image_holders("gh/x/y") == frozenset()
+    assert (await store.launch_state("gh/x/y")).holders == frozenset()
     assert await store.cache_size() == 0
     await store.learn_image("gh/x/y", "a", 100)
     await store.learn_image("gh/x/y", "b", 10)
     await store.learn_image("gh/o/p", "a", 50)
-    assert await store.image_holders("gh/x/y") == {"a", "b"}
-    assert await store.image_holders("gh/o/p") == {"a"}
+    assert (await store.launch_state("gh/x/y")).holders == {"a", "b"}
+    assert (await store.launch_state("gh/o/p")).holders == {"a"}
     assert await store.cache_size() == 3
     assert (await store.launch_state("gh/x/y")).holders == {"a", "b"}
     assert (await store.launch_state("gh/none")).holders == frozenset()
     assert (await store.launch_state(None)).holders == frozenset()
     clock.advance(10)                            # b's entry expires (expiry <= now)
-    assert await store.image_holders("gh/x/y") == {"a"}
+    assert (await store.launch_state("gh/x/y")).holders == {"a"}
     assert await store.cache_size() == 2
     await store.learn_image("gh/x/y", "b", 10)   # seen again: back, refreshed
     assert (await store.launch_state("gh/x/y")).holders == {"a", "b"}
     clock.advance(45)
     await store.learn_image("gh/x/y", "a", 100)  # refresh a on x/y; a on o/p is 5 s from its end
     clock.advance(6)
-    assert await store.image_holders("gh/o/p") == frozenset()
-    assert await store.image_holders("gh/x/y") == {"a"}
+    assert (await store.launch_state("gh/o/p")).holders == frozenset()
+    assert (await store.launch_state("gh/x/y")).holders == {"a"}
     assert await store.cache_size() == 1
     clock.advance(100)
     assert await store.cache_size() == 0
@@ -246,21 +246,23 @@ async def test_launches_per_minute_count_recorded_events_by_their_minute(store, 
     assert len(await store.launches_per_minute(minute, 60)) == 60
 
 
-async def test_hit_fixed_window(store, clock):
-    assert await store.hit("ip:1", 2, 10) == (True, 10.0)
+async def test_a_rate_is_a_fixed_window(store, clock):
+    async def launch(key: str) -> LimitState:
+        return await store.limit_launch([RateCheck(key, 2, 10)], None)
+
+    assert (await launch("ip:1")).refused is None
     clock.advance(1)
-    assert await store.hit("ip:1", 2, 10) == (True, 9.0)
+    assert (await launch("ip:1")).refused is None
     clock.advance(1)
-    assert await store.hit("ip:1", 2, 10) == (False, 8.0)
-    assert await store.hit("ip:1", 2, 10) == (False, 8.0)
-    assert await store.hit("ip:2", 2, 10) == (True, 10.0)    # keys are independent
-    clock.advance(8)                                          # the window of ip:1 is over
-    assert await store.hit("ip:1", 2, 10) == (True, 10.0)
+    assert await launch("ip:1") == LimitState(0, 8.0, 0)         # the third in its window: until it ends
+    assert await launch("ip:1") == LimitState(0, 8.0, 0)
+    assert (await launch("ip:2")).refused is None                # keys are independent
+    clock.advance(8)                                             # the window of ip:1 is over
+    assert (await launch("ip:1")).refused is None
     clock.advance(2.5)
-    allowed, reset = await store.hit("ip:1", 2, 10)
-    assert allowed and reset == pytest.approx(7.5)
-    allowed, reset = await store.hit("ip:1", 2, 10)
-    assert not allowed and reset == pytest.approx(7.5)
+    assert (await launch("ip:1")).refused is None
+    state = await launch("ip:1")
+    assert state.refused == 0 and state.retry_after == pytest.approx(7.5)
 
 
 async def test_limit_launch_counts_every_rate_and_stops_at_the_first_refusal(store, clock):
@@ -280,9 +282,9 @@ async def test_limit_launch_counts_every_rate_and_stops_at_the_first_refusal(sto
     clock.advance(8)                                              # client:1's window is over, the repo's is not
     state = await store.limit_launch([client, repo], None)
     assert state.refused == 1 and state.retry_after == pytest.approx(50.0)
-    # The same windows as `hit`: one key, one counter (client:1 has one launch in its new window).
-    assert await store.hit("client:1", 2, 10) == (True, 10.0)
-    assert await store.hit("client:1", 2, 10) == (False, 10.0)
+    # One key, one counter, whatever rates it is checked with (client:1 has one launch in its new window).
+    assert (await store.limit_launch([client], None)).refused is None
+    assert await store.limit_launch([client], None) == LimitState(0, 10.0, 0)
     assert await store.limit_launch([], None) == LimitState(None, 0.0, 0)
 
 

@@ -26,7 +26,7 @@ from yarl import URL
 from federation.config import HealthSettings
 from federation.members import Member, MemberState, MemberStatus
 from federation.membership import Membership
-from federation.store import open_store
+from federation.stores.factory import open_store
 from health.prober import Prober
 from hub.client import HubClient
 from hub.models import MAX_COUNT

@@ -12,7 +12,7 @@ import pytest
 from federation.config import OutlierSettings
 from federation.members import Member
 from federation.membership import Membership
-from federation.redis_store import RedisStore
+from federation.stores.redis import RedisStore
 from health.outlier import OutlierDetector
 from tests.conftest import member_of, member_states
 from tests.support.races import frozen_loop_clock, on_next_write, spin_until

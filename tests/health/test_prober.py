@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+
 import aiohttp
 import pytest
 
 from federation.config import HealthSettings
 from federation.members import Member, MemberState, MemberStatus
 from federation.membership import Membership
-from federation.store import Store
+from federation.stores.memory import MemoryStore
+from federation.stores.protocol import Store
 from health.prober import LEASE, ProbeResult, Prober, assess, probe_member, reference_version
 from hub.client import HubClient
 from hub.models import HealthReport
@@ -179,5 +182,70 @@ async def test_a_leader_that_loses_the_lease_stops_probing(start_devhub, client,
         # Several periods' worth of ticks later, it has tried the lease again and again but probed nothing.
         await eventually(lambda: prober._lease_renewed >= lost_at + 3 * SETTINGS.period, what="more ticks")
         assert len(probes) == seen and not prober.is_leader
+    finally:
+        await prober.stop()
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts the prober's reads and writes."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+        self.batches: list[int] = []
+
+    async def statuses(self):
+        self.calls["statuses"] += 1
+        return await super().statuses()
+
+    async def put_status(self, status):
+        self.calls["put_status"] += 1
+        await super().put_status(status)
+
+    async def settle_in_flight(self, member, seen):
+        self.calls["settle_in_flight"] += 1
+        await super().settle_in_flight(member, seen)
+
+    async def put_statuses(self, statuses, settled):
+        self.batches.append(len(statuses))
+        await super().put_statuses(statuses, settled)
+
+
+async def test_a_probe_tick_reads_statuses_once_and_writes_them_in_one_batch(start_devhub, client):
+    """Probing many members costs the store one read and one write per tick, not calls per member."""
+    hub = await start_devhub("a", quota=50)
+    members = [Member(f"m{i}", hub.url) for i in range(30)]
+    store = CountingStore()
+    settings = HealthSettings(period=60, failed_period=60, jitter=0.0, timeout=2, retries=0)
+    prober = Prober(store, client, Membership(members), settings, headroom=0)
+    await prober.start()
+    try:
+        async def all_healthy():
+            statuses = await MemoryStore.statuses(store)
+            return len(statuses) == 30 and all(s.state == MemberState.HEALTHY for s in statuses.values())
+
+        await eventually(all_healthy, what="30 members probed healthy")
+        assert sum(store.batches) == 30 and max(store.batches) > 1, store.batches
+        assert store.calls["statuses"] == len(store.batches)   # one read per written batch
+        assert store.calls["put_status"] == store.calls["settle_in_flight"] == 0
+    finally:
+        await prober.stop()
+
+
+async def test_a_member_that_starts_hanging_is_taken_out_by_the_prober(start_devhub, client, store):
+    """A probe that outlasts several ticks (it waits for its timeout) still gets its status written."""
+    hub = await start_devhub("a", quota=5)
+    settings = HealthSettings(period=0.1, failed_period=0.2, jitter=0.0, timeout=0.5, retries=0)
+    prober = Prober(store, client, Membership([Member("a", hub.url)]), settings, headroom=0)
+    await prober.start()
+    try:
+        async def state():
+            status = (await store.statuses()).get("a")
+            return status.state if status else None
+
+        await eventually(lambda: _is(state(), MemberState.HEALTHY), what="healthy")
+        hub.set_faults(health_delay=60)
+        await eventually(lambda: _is(state(), MemberState.UNHEALTHY), timeout=5, what="unhealthy after the timeout")
+        assert "timed out" in (await store.statuses())["a"].reason
     finally:
         await prober.stop()

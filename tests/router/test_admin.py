@@ -12,7 +12,7 @@ import pytest
 from yarl import URL
 
 from federation import config as config_mod
-from federation.store import open_store
+from federation.stores.factory import open_store
 from tests.conftest import fast_config, member_of, member_states
 from tests.support.cli import run_binderfed
 from tests.support.waiting import eventually

@@ -22,7 +22,7 @@ import pytest
 from yarl import URL
 
 from federation import config as config_mod
-from federation.store import open_store
+from federation.stores.factory import open_store
 from tests.conftest import member_states
 from tests.support.waiting import eventually
 

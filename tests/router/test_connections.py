@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from federation.members import Member, MemberState, MemberStatus
-from federation.store import MemoryStore
+from federation.stores.memory import MemoryStore
 from router.app import create_app
 from router.context import CONTEXT
 from router.serve import listen

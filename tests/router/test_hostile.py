@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from federation.config import BanRule, ForwardModes, LimitSettings, RateLimit
 from federation.members import Member, MemberState, MemberStatus
 from federation.spec import LaunchRequest, SpecError, parse_launch
-from federation.store import MemoryStore
+from federation.stores.memory import MemoryStore
 from router.app import MAX_LINE, create_app
 from tests.conftest import fast_config, member_of, member_states
 from tests.support.servers import serve_on_loopback

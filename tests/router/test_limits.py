@@ -19,7 +19,8 @@ from yarl import URL
 from federation import config as config_mod
 from federation.config import AgentToken, BanRule, LimitSettings, RateLimit, ReportSettings
 from federation.members import Member, MemberState, MemberStatus
-from federation.store import MemoryStore, open_store
+from federation.stores.memory import MemoryStore
+from federation.stores.factory import open_store
 from hub.report import Capacity, MemberReport, RunningRepo, Usage, report_key, seal
 from federation.spec import parse_launch
 from router.clients import client_key, forwarded_chain, hop_address, trusted_networks

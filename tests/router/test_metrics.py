@@ -11,7 +11,7 @@ from dataclasses import replace
 from prometheus_client.parser import text_string_to_metric_families
 
 from federation.members import Member
-from federation.store import open_store
+from federation.stores.factory import open_store
 from tests.conftest import fast_config, member_of
 from tests.support.waiting import eventually
 

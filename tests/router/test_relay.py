@@ -98,7 +98,7 @@ async def test_failover_reaches_ready_on_the_next_member(fault, start_devhub, st
     # The failed attempt no longer counts in flight; the one that worked does.
     assert await store.in_flight() == {"good": 1}
     # The member that reached `built`/`ready` is known to hold the image now.
-    assert await store.image_holders("gh/binder-examples/requirements") == frozenset({"good"})
+    assert (await store.launch_state("gh/binder-examples/requirements")).holders == frozenset({"good"})
 
 
 def _detail(fault: str) -> str:

@@ -111,7 +111,7 @@ async def test_agent_report_makes_the_router_prefer_the_member_holding_the_image
         # The configured spec (capitals and all) and the Zenodo record the agent learned from its pod.
         assert await place(http, router, "/v2/gh/org/repo/HEAD") == (holder, "cache")
         assert await place(http, router, "/v2/" + cluster.SPEC_Z) == (holder, "cache")
-        assert await router.ctx.store.image_holders(REPO_A) == frozenset({holder})
+        assert (await router.ctx.store.launch_state(REPO_A)).holders == frozenset({holder})
         assert await agent_reports(http, router, holder, "accepted") >= 1
         assert router.ctx.reports.report(holder).usage.user_pods == cluster.EXPECTED.user_pods
     finally:

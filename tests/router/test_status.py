@@ -10,7 +10,8 @@ import pytest
 from yarl import URL
 
 from federation.members import Member, MemberState, MemberStatus, Override
-from federation.store import MemoryStore, open_store
+from federation.stores.memory import MemoryStore
+from federation.stores.factory import open_store
 from federation.placement.member_view import MemberView
 from federation.placement.view import FederationView
 from router.status import MINUTES, build_status_page

@@ -10,12 +10,17 @@ from dataclasses import replace
 from yarl import URL
 
 from federation.members import Member, MemberState, MemberStatus
-from federation.store import open_store
-from tests.conftest import fast_config
+from federation.stores.factory import open_store
+from tests.conftest import fast_config, member_states
 from tests.support.streams import COOKIE, sticky, sticky_member
+from tests.support.waiting import eventually
 
 MEMBERS = [Member(name="alpha", url="http://127.0.0.1:9/alpha"), Member(name="beta", url="http://127.0.0.1:9/beta")]
 TARGET = "/v2/gh/org/sticky/HEAD"
+
+
+async def _all_healthy(http, router) -> bool:
+    return set((await member_states(http, router)).values()) == {"healthy"}
 
 
 async def healthy(store, pods: dict[str, int] | None = None) -> None:
@@ -104,6 +109,9 @@ async def test_replicas_sharing_a_secret_honour_each_others_cookies(start_router
     alone = await start_router(replace(shared, router=replace(shared.router, cookie_secret_file="")),
                                open_store(redis_url), probe=False)
     await healthy(one.ctx.store)
+    for router in (two, alone):  # the statuses reach the other replicas within their store's refresh
+        await eventually(lambda: _all_healthy(http, router), timeout=router.ctx.store.freshness_bound + 2,
+                         what="the other replicas to see the statuses")
     async with http.get(one.url + TARGET, allow_redirects=False) as response:
         first = response.headers["X-Binder-Federation-Member"]
         value = response.cookies[COOKIE].value
