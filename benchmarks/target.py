@@ -35,7 +35,9 @@ from federation.config import FederationConfig, LimitSettings, PolicySettings, R
 from federation.logs import setup_logging
 from federation.members import Member
 from federation.store import open_store
-from router.app import create_app
+from router.app import create_app, handler_args
+from router.connections import GuardedSite
+from router.serve import HANDLER_SHUTDOWN_TIMEOUT, settle_heap
 from router.pages import CORS_HEADERS
 
 from .common import healthy_statuses, members
@@ -102,7 +104,9 @@ def ceiling_app(router_response: bool = False) -> web.Application:
                             httponly=True, samesite="Lax")
         return response
 
-    app = web.Application()
+    # Served as the router is (router.app.handler_args, below a GuardedSite): the
+    # difference between the two is the router's own work.
+    app = web.Application(handler_args=handler_args(RouterSettings().idle_timeout, lambda: None))
     for prefix in LAUNCH_PREFIXES:
         app.router.add_get(prefix + "{tail:.*}", redirect_like_router if router_response else redirect)
     return app
@@ -143,11 +147,17 @@ async def serve(args: argparse.Namespace) -> None:
         app = ceiling_app(args.router_response)
     else:
         app = health_app()
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=HANDLER_SHUTDOWN_TIMEOUT)  # as router.serve
     await runner.setup()
-    sites = args.sites if args.kind == "health" else 1
-    for _ in range(sites):
-        await web.TCPSite(runner, "127.0.0.1", args.port, reuse_port=args.reuse_port or None).start()
+    if args.kind == "health":
+        for _ in range(args.sites):
+            await web.TCPSite(runner, "127.0.0.1", args.port).start()
+    else:
+        # The router and the ceiling alike, as `binderfed serve` listens (router.serve.listen).
+        timeout = RouterSettings().header_timeout
+        await GuardedSite(runner, "127.0.0.1", args.port, header_timeout=lambda: timeout,
+                          reuse_port=args.reuse_port).start()
+        settle_heap()
     ports = [address[1] for address in runner.addresses]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +31,17 @@ log = logging.getLogger("binderfed.router")
 MAX_LINE = 8190
 
 
+def handler_args(idle_timeout: float, on_malformed: Callable[[], None]) -> dict[str, Any]:
+    """How the router's connections are served (also the benchmark ceiling's, so both are served alike)."""
+    return {
+        "max_line_size": MAX_LINE, "max_field_size": MAX_LINE,
+        # A connection waiting for its next request is closed after this (router.connections).
+        "keepalive_timeout": idle_timeout,
+        # A malformed request is one log line, not a traceback (router.malformed).
+        "logger": MalformedRequestLog(on_malformed),
+    }
+
+
 def create_app(
     config: FederationConfig,
     store: Store,
@@ -54,13 +65,8 @@ def create_app(
         launch_log=LaunchLog(config.launch_log),
         rng=rng or random.Random(),
     )
-    app = web.Application(handler_args={
-        "max_line_size": MAX_LINE, "max_field_size": MAX_LINE,
-        # A connection waiting for its next request is closed after this (router.connections).
-        "keepalive_timeout": config.router.idle_timeout,
-        # A malformed request is one log line, not a traceback (router.malformed).
-        "logger": MalformedRequestLog(lambda: ctx.metrics.refused.labels("bad_request").inc()),
-    })
+    app = web.Application(handler_args=handler_args(config.router.idle_timeout,
+                                                    lambda: ctx.metrics.refused.labels("bad_request").inc()))
     app[CONTEXT] = ctx
     for prefix in ("/v2/", "/build/", "/repo/"):
         app.router.add_get(prefix + "{tail:.*}", launch.handle_launch)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -14,7 +15,7 @@ from aiohttp import web
 from federation.admission import host_rules, may_resolve_private
 from federation.config import FederationConfig
 from federation.launchlog import LaunchLog
-from federation.members import fresh_statuses
+from federation.members import MemberState, MemberStatus, fresh_statuses
 from federation.membership import Membership
 from federation.spec import LaunchRequest
 from federation.store import Store
@@ -26,6 +27,28 @@ from hub.client import HubClient
 
 from .metrics import Metrics
 from .sticky import StickySigner
+
+
+class FreshStatuses:
+    """`fresh_statuses` for a stream of launches: computed again only when the statuses
+    changed or one of them came of age since, not per launch (a loop over every member)."""
+
+    def __init__(self) -> None:
+        self._input: Mapping[str, MemberStatus] | None = None
+        self._output: Mapping[str, MemberStatus] = {}
+        self._max_age = -1.0
+        self._until = -math.inf  # the answer holds while now <= this
+
+    def __call__(self, statuses: Mapping[str, MemberStatus], now: float, max_age: float) -> Mapping[str, MemberStatus]:
+        # Equality is cheap: unchanged members come back as the very same objects.
+        if now <= self._until and max_age == self._max_age and statuses == self._input:
+            return self._output
+        self._input, self._max_age = dict(statuses), max_age
+        self._output = fresh_statuses(statuses, now, max_age)
+        fresh = [s.checked_at for s in statuses.values()
+                 if s.state is not MemberState.UNKNOWN and now - s.checked_at <= max_age]
+        self._until = min(fresh) + max_age if fresh else math.inf
+        return self._output
 
 
 @dataclass
@@ -46,6 +69,7 @@ class RouterContext:
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
     views: ViewBuilder = field(default_factory=ViewBuilder)
+    fresh: FreshStatuses = field(default_factory=FreshStatuses)
     # Graceful stop (router.serve): when it began (monotonic), and set when a second
     # signal asks to skip the remaining waits. GET /ready answers 503 from the start.
     draining_since: float | None = None
@@ -65,7 +89,7 @@ class RouterContext:
         now = time.time()
         return self.views.build(
             self.membership.members(),
-            fresh_statuses(state.statuses, now, self.config.health.status_max_age),
+            self.fresh(state.statuses, now, self.config.health.status_max_age),
             state.in_flight,
             state.overrides,
             state.ejections,
