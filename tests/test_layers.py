@@ -34,8 +34,6 @@ KNOWN_CIRCLES = {
     frozenset({"federation.store", "federation.redis_store"}),
     # ViewBuilder builds a MemberTable, which reads MemberView rows: one placement package in 19b
     frozenset({"federation.table", "federation.view"}),
-    # the relay calls the redirect handler's admit/record: one admission pipeline in 19b
-    frozenset({"router.launch", "router.relay"}),
 }
 
 _IMPORT_CALLS = {"import_module", "__import__", "find_spec", "resolve_name"}
