@@ -57,12 +57,18 @@ def create_app(
     `config_path`: the YAML file `config` came from; it is watched and reloaded while
     the app runs (and on SIGHUP when `sighup`, for the one app of a `binderfed serve`).
     """
+    if membership is None:
+        membership = Membership(config.members, config=config)
+    else:
+        membership.publish("config", config=config)  # its members stay as the caller set them
+    metrics = Metrics()
     ctx = RouterContext(
-        config=config,
         store=store,
-        membership=membership or Membership(config.members),
-        metrics=Metrics(),
+        membership=membership,
+        metrics=metrics,
         launch_log=LaunchLog(config.launch_log),
+        outlier=OutlierDetector(store, membership, lambda: membership.snapshot.config.health.outlier,
+                                observer=metrics.observe_ejection),
         rng=rng or random.Random(),
     )
     app = web.Application(handler_args=handler_args(config.router.idle_timeout,
@@ -120,8 +126,6 @@ def _lifecycle(probe: bool):
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         ctx.client = HubClient(ctx.session)
-        ctx.outlier = OutlierDetector(ctx.store, ctx.membership, lambda: ctx.config.health.outlier,
-                                      observer=ctx.metrics.observe_ejection)
         await ctx.outlier.start()
         ctx.reports = _report_ingest(ctx)
         if ctx.reports is not None:

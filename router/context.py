@@ -7,7 +7,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 import aiohttp
 from aiohttp import web
@@ -16,7 +16,7 @@ from federation.admission import host_rules, may_resolve_private
 from federation.config import FederationConfig
 from federation.launchlog import LaunchLog
 from federation.members import MemberState, MemberStatus, fresh_statuses
-from federation.membership import Membership
+from federation.membership import Membership, MembershipSnapshot
 from federation.spec import LaunchRequest
 from federation.store import Store
 from federation.view import FederationView, ViewBuilder
@@ -53,21 +53,21 @@ class FreshStatuses:
 
 @dataclass
 class RouterContext:
-    # Replaced whole when the config file is reloaded (router.sources): read it per
-    # request, never keep a part of it in something long-lived.
-    config: FederationConfig
     store: Store
+    # The members and the config in force, one immutable snapshot swapped whole on a
+    # reload (federation.membership): a request reads it once (`snapshot`) and keeps it.
     membership: Membership
     metrics: Metrics
     launch_log: LaunchLog
+    outlier: OutlierDetector  # passive health, fed by the stream relay; started with the app
     rng: random.Random = field(default_factory=random.Random)
+    # Made when the app starts (they need its event loop), None before.
     session: aiohttp.ClientSession | None = None
     client: HubClient | None = None
+    # Optional by configuration: the prober (create_app(probe=...)), agent reports (`reports.enabled`).
     prober: Prober | None = None
     reports: ReportIngest | None = None
-    outlier: OutlierDetector | None = None  # passive health, fed by the stream relay
     started_at: float = field(default_factory=time.time)
-    extras: dict[str, Any] = field(default_factory=dict)
     views: ViewBuilder = field(default_factory=ViewBuilder)
     fresh: FreshStatuses = field(default_factory=FreshStatuses)
     # Graceful stop (router.serve): when it began (monotonic), and set when a second
@@ -76,20 +76,33 @@ class RouterContext:
     hurry: asyncio.Event = field(default_factory=asyncio.Event)
     sticky: StickySigner = field(default_factory=StickySigner.random)  # loaded by router.sources
 
+    @property
+    def snapshot(self) -> MembershipSnapshot:
+        """The members and settings in force now: read once per request and use that one."""
+        return self.membership.snapshot
+
+    @property
+    def config(self) -> FederationConfig:
+        """The config in force now. A request that reads anything else (members, or the config
+        again after an await) reads `snapshot` once instead."""
+        return self.membership.snapshot.config
+
     def may_resolve_private(self, host: str) -> bool:
         """Whether calls to members may reach `host` at a non-public address (hub.resolver):
         the config file names it, or an exact `consul.allowed_hosts` entry does."""
         config = self.config
         return may_resolve_private(host, config.members, host_rules(config.consul.allowed_hosts))
 
-    async def view_for(self, request: LaunchRequest | None) -> FederationView:
-        """One store read, merged with the member set: the snapshot placement sees."""
+    async def view_for(self, request: LaunchRequest | None, snapshot: MembershipSnapshot | None = None) -> FederationView:
+        """One store read, merged with the members of `snapshot` (the one in force now if
+        None): the view placement sees."""
+        snapshot = snapshot or self.membership.snapshot
         repo_key = request.repo_key if request is not None else None
         state = await self.store.launch_state(repo_key)
         now = time.time()
         return self.views.build(
-            self.membership.members(),
-            self.fresh(state.statuses, now, self.config.health.status_max_age),
+            snapshot.members,
+            self.fresh(state.statuses, now, snapshot.config.health.status_max_age),
             state.in_flight,
             state.overrides,
             state.ejections,

@@ -6,10 +6,11 @@ import logging
 
 from aiohttp import web
 
+from federation.config import FederationConfig
 from federation.spec import LaunchRequest, SpecError, parse_launch
 
 from . import launch_page, limits, pipeline, relay
-from .context import CONTEXT, RouterContext
+from .context import CONTEXT
 from .pages import CORS_HEADERS, refuse
 from .sticky_cookie import set_sticky_cookie, sticky_member
 
@@ -34,15 +35,17 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
         ctx.metrics.refused.labels("bad_path").inc()
         log.info("refused malformed launch path %r: %s", request.raw_path[:200], exc.message)
         return refuse(family_of(request.path), 400, "Not a Binder launch link", exc.message)
+    snapshot = ctx.snapshot  # once: the members and settings of one moment for all of this launch
+    config = snapshot.config
     if request.method == "HEAD":
-        return head_answer(ctx, launch)
-    if ctx.config.router.forward_for(launch.family) == "stream":
+        return head_answer(config, launch)
+    if config.router.forward_for(launch.family) == "stream":
         if launch.family == "build":
-            return await relay.relay_build(request, ctx, launch)  # admitted there, through the same pipeline
+            return await relay.relay_build(request, ctx, snapshot, launch)  # admitted there, by the same pipeline
         # The router's launch page: its /build/ stream is the launch; the page is only checked against bans.
-        refusal = await limits.check_limits(ctx, ctx.config, request, launch)
-        return refusal or launch_page.serve(request, launch, ctx.config)
-    admission = await pipeline.admit(ctx, request, launch, sticky_member(ctx, request, launch))
+        refusal = await limits.check_limits(ctx, config, request, launch)
+        return refusal or launch_page.serve(request, launch, config)
+    admission = await pipeline.admit(ctx, snapshot, request, launch, sticky_member(ctx, config, request, launch))
     if admission.refusal is not None:
         return admission.refusal
     decision = admission.decision
@@ -56,7 +59,7 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
         headers={**CORS_HEADERS, "Location": member.url + launch.target,
                  pipeline.MEMBER_HEADER: member.name, pipeline.REASON_HEADER: decision.reason},
     )
-    set_sticky_cookie(ctx, request, response, member.name, launch)
+    set_sticky_cookie(ctx, config, request, response, member.name, launch)
     # Each routed launch is one line of the launch log (launch_log.sink), made for that;
     # a second line per redirect here would cost the redirect path a tenth of its time.
     if log.isEnabledFor(logging.DEBUG):
@@ -65,10 +68,10 @@ async def handle_launch(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def head_answer(ctx: RouterContext, launch: LaunchRequest) -> web.Response:
+def head_answer(config: FederationConfig, launch: LaunchRequest) -> web.Response:
     """HEAD of a launch link (link checkers, previews): whether it would launch, without
     placing it, counting it in flight or against any limit."""
-    rule = limits.ban_for(ctx.config.limits, launch)
+    rule = limits.ban_for(config.limits, launch)
     if rule is not None:
         return refuse(launch.family, 403, "Repository not available", rule.message or limits.BANNED_MESSAGE)
     content_type = "text/event-stream" if launch.family == "build" else "text/html"

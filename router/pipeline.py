@@ -2,9 +2,10 @@
 
 The redirect handler (router.launch) and the stream relay (router.relay) both call
 `admit()` for a new launch; the relay calls `admit_next()` to move a failed launch to
-the next member of its ranking. What a launch may see is read once, at the start: the
-config in force (`config`, handed down to every step), and the store's state in one
-`launch_state` call (`RouterContext.view_for`).
+the next member of its ranking. What a step may see is read once, at its start: the
+membership snapshot (the members and the config in force, federation.membership),
+handed down to every part of it, and the store's state in one `launch_state` call
+(`RouterContext.view_for`).
 
 1. **limits** (router.limits): bans and rate windows; a refusal is the answer.
 2. **place** (federation.policy.place) on a fresh view.
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from federation.config import FederationConfig
 from federation.members import Member
+from federation.membership import MembershipSnapshot
 from federation.policy import Decision, place, why_not
 from federation.spec import LaunchRequest
 from federation.store import REPO_CAP, RecordResult
@@ -52,43 +54,44 @@ class Admission:
 
     decision: Decision | None = None
     refusal: web.Response | None = None  # the answer to send instead (403, 429, 503)
-    config: FederationConfig | None = None  # the config the launch was admitted under
 
 
-async def admit(ctx: RouterContext, request: web.Request, launch: LaunchRequest, sticky: str | None) -> Admission:
-    """Check the limits, place the launch and count it in flight on its member."""
-    config = ctx.config  # once: one config for every step of this launch, even across a reload
+async def admit(ctx: RouterContext, snapshot: MembershipSnapshot, request: web.Request, launch: LaunchRequest,
+                sticky: str | None) -> Admission:
+    """Check the limits, place the launch and count it in flight on its member, all with
+    the members and settings of `snapshot` (the caller's one read of it)."""
+    config = snapshot.config
     refusal = await limits.check_limits(ctx, config, request, launch)
     if refusal is not None:
-        return Admission(refusal=refusal, config=config)
+        return Admission(refusal=refusal)
     cap = limits.repo_cap_for(ctx, config, launch)
     headroom = config.policy.pod_headroom
     for attempt in range(ADMIT_ATTEMPTS):
-        decision, view = await _decide(ctx, config, launch, sticky)
+        decision, view = await _decide(ctx, snapshot, launch, sticky)
         if decision.member is None:
-            return Admission(refusal=_no_member(ctx, config, launch, decision), config=config)
+            return Admission(refusal=_no_member(ctx, config, launch, decision))
         result = await _record(ctx, config, launch, decision,
                                limit=in_flight_limit(view, decision.member.name, headroom), repo_cap=cap)
         if result:
-            return Admission(decision=decision, config=config)
+            return Admission(decision=decision)
         if result.refused == REPO_CAP:
             assert cap is not None
-            return Admission(refusal=limits.repo_cap_refused(ctx, config, request, launch, result.repo_in_flight, cap),
-                             config=config)
+            return Admission(refusal=limits.repo_cap_refused(ctx, config, request, launch, result.repo_in_flight, cap))
         log.debug("member %s filled up while launch %s was placed (attempt %d); placing it again",
                   decision.member.name, launch.provider_spec, attempt + 1)
     log.warning("launch %s: every member it was placed on filled up first (%d attempts)",
                 launch.provider_spec, ADMIT_ATTEMPTS)
-    return Admission(refusal=_no_member(ctx, config, launch, replace(decision, member=None, reason="none")),
-                     config=config)
+    return Admission(refusal=_no_member(ctx, config, launch, replace(decision, member=None, reason="none")))
 
 
-async def admit_next(ctx: RouterContext, config: FederationConfig, launch: LaunchRequest, decision: Decision,
-                     tried: set[str]) -> Member | None:
+async def admit_next(ctx: RouterContext, launch: LaunchRequest, decision: Decision, tried: set[str]) -> Member | None:
     """The next member of `decision`'s ranking that can still take the launch (a failover),
     with the launch counted in flight there; None when none can. Not counted against the
-    limits again: the launch already was, once."""
-    view = await ctx.view_for(launch)  # what changed since the decision: drains, ejections, room
+    limits again: the launch already was, once. Reads the snapshot in force now, once:
+    a member that left since the decision is not tried."""
+    snapshot = ctx.snapshot
+    config = snapshot.config
+    view = await ctx.view_for(launch, snapshot)  # what changed since the decision: drains, ejections, room
     headroom = config.policy.pod_headroom
     panic = decision.reason in ("panic", "prime")  # the ranking ignores capacity or health already
     for name in decision.ranking:
@@ -103,12 +106,12 @@ async def admit_next(ctx: RouterContext, config: FederationConfig, launch: Launc
     return None
 
 
-async def _decide(ctx: RouterContext, config: FederationConfig, launch: LaunchRequest,
+async def _decide(ctx: RouterContext, snapshot: MembershipSnapshot, launch: LaunchRequest,
                   sticky: str | None) -> tuple[Decision, FederationView]:
     """Place a launch on a fresh view; the decision and the view it saw."""
     started = time.perf_counter()
-    view = await ctx.view_for(launch)
-    decision = place(view, launch, config.policy, ctx.rng, sticky=sticky)
+    view = await ctx.view_for(launch, snapshot)
+    decision = place(view, launch, snapshot.config.policy, ctx.rng, sticky=sticky)
     ctx.metrics.observe_decision(decision.strategy, time.perf_counter() - started)
     return decision, view
 

@@ -74,6 +74,7 @@ from aiohttp import web
 
 from federation.config import FederationConfig
 from federation.members import Member
+from federation.membership import MembershipSnapshot
 from federation.policy import Decision
 from federation.spec import LaunchRequest
 from hub.client import MemberUnreachable
@@ -184,23 +185,25 @@ STREAMS = web.AppKey("binderfed_relay_streams", ActiveStreams)
 # -- one relayed launch -------------------------------------------------------------------
 
 
-def _sticky(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> str | None:
+def _sticky(ctx: RouterContext, snapshot: MembershipSnapshot, request: web.Request,
+            launch: LaunchRequest) -> str | None:
     """The member a reconnecting EventSource names (Last-Event-ID, a signed sticky value the
     router sent as a failover notice's id), else the sticky cookie's."""
     last_id = ctx.sticky.member(request.headers.get("Last-Event-ID"), launch.repo_key)
-    if last_id is not None and ctx.membership.get(last_id) is not None:
+    if last_id is not None and snapshot.get(last_id) is not None:
         return last_id
-    return sticky_member(ctx, request, launch)
+    return sticky_member(ctx, snapshot.config, request, launch)
 
 
-async def relay_build(request: web.Request, ctx: RouterContext, launch: LaunchRequest) -> web.StreamResponse:
-    """Answer `/build/<provider>/<spec>` in stream mode."""
+async def relay_build(request: web.Request, ctx: RouterContext, snapshot: MembershipSnapshot,
+                      launch: LaunchRequest) -> web.StreamResponse:
+    """Answer `/build/<provider>/<spec>` in stream mode (`snapshot`: the handler's one read of it)."""
     # Limits checked, placed and counted in flight on its member as a redirected launch is.
-    admission = await pipeline.admit(ctx, request, launch, _sticky(ctx, request, launch))
+    admission = await pipeline.admit(ctx, snapshot, request, launch, _sticky(ctx, snapshot, request, launch))
     if admission.refusal is not None:
         return admission.refusal
-    assert admission.decision is not None and admission.config is not None
-    relay = _Relay(request, ctx, launch, admission.decision, admission.config)
+    assert admission.decision is not None
+    relay = _Relay(request, ctx, launch, admission.decision, snapshot.config)
     return await relay.run()
 
 
@@ -321,7 +324,7 @@ class _Relay:
             pipeline.MEMBER_HEADER: member.name,
             pipeline.REASON_HEADER: self.reason,
         })
-        set_sticky_cookie(self.ctx, self.request, response, member.name, self.launch)
+        set_sticky_cookie(self.ctx, self.config, self.request, response, member.name, self.launch)
         self.response = response
         await response.prepare(self.request)
 
@@ -395,8 +398,7 @@ class _Relay:
             await self._member_failed(member, failure)
             following = None
             if len(tried) < self.settings.max_attempts:
-                following = await pipeline.admit_next(ctx, self.config, launch, self.decision,
-                                                      {m.name for m, _ in tried})
+                following = await pipeline.admit_next(ctx, launch, self.decision, {m.name for m, _ in tried})
             if following is None:
                 await self._give_up(tried)
                 return
@@ -416,8 +418,7 @@ class _Relay:
         ctx.metrics.relay_failures.labels(member.name, failure.cause.value).inc()
         # The attempt will not become a pod there: stop counting it in flight.
         await ctx.store.settle_in_flight(member.name, 1)
-        if ctx.outlier is not None:
-            await ctx.outlier.failure(member.name, failure.cause.value)
+        await ctx.outlier.failure(member.name, failure.cause.value)
 
     async def _give_up(self, tried: list[tuple[Member, InfraFailure]]) -> None:
         retry = self.config.router.retry_after
@@ -508,8 +509,7 @@ class _Relay:
     def _ready(self, member: Member) -> None:
         self._finish("ready")
         self.ctx.metrics.time_to_ready.observe(time.monotonic() - self.started)
-        if self.ctx.outlier is not None:
-            self.ctx.outlier.success(member.name)
+        self.ctx.outlier.success(member.name)
         log.info("launch %s ready on member %s", self.launch.provider_spec, member.name,
                  extra={"member": member.name, "repo_key": self.launch.repo_key})
 

@@ -10,17 +10,19 @@ import functools
 
 from aiohttp import hdrs, web
 
+from federation.config import FederationConfig
 from federation.spec import LaunchRequest
 
 from .clients import is_https
 from .context import RouterContext
 
 
-def sticky_member(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> str | None:
+def sticky_member(ctx: RouterContext, config: FederationConfig, request: web.Request,
+                  launch: LaunchRequest) -> str | None:
     """The member the visitor's sticky cookie names for this repository, if the router signed it."""
     if hdrs.COOKIE not in request.headers:  # most launches: no cookie to parse
         return None
-    return ctx.sticky.member(request.cookies.get(ctx.config.router.sticky_cookie), launch.repo_key)
+    return ctx.sticky.member(request.cookies.get(config.router.sticky_cookie), launch.repo_key)
 
 
 @functools.lru_cache(maxsize=8)
@@ -32,14 +34,14 @@ def _attributes(name: str, max_age: int, secure: bool) -> str:
     return response.cookies[name].OutputString().partition(";")[2]
 
 
-def set_sticky_cookie(ctx: RouterContext, request: web.Request, response: web.StreamResponse, member: str,
-                      launch: LaunchRequest) -> None:
+def set_sticky_cookie(ctx: RouterContext, config: FederationConfig, request: web.Request,
+                      response: web.StreamResponse, member: str, launch: LaunchRequest) -> None:
     """Remember where this launch went, for the visitor's next launch of the repository (router.sticky).
 
     The path is fixed (`/`): a launch path is the visitor's text, and `;` in it would add
     cookie attributes of their choosing. `Secure` whenever the visitor came over https.
     """
-    router = ctx.config.router
+    router = config.router
     max_age = int(router.cookie_max_age_hours * 3600)
     if max_age > 0:
         # The signed value is [a-z0-9-] . base64url: nothing in it needs quoting.
