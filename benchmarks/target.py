@@ -5,11 +5,12 @@
 benchmark pins each process to a core and reads its CPU time from /proc.
 
 - `router`: the real router app (`router.app.create_app`) as `binderfed serve` runs
-  it, JSON logs at level info on stderr (one line per launch), with members that
+  it, JSON logs at level info on stderr, with members that
   never need to be contacted: their statuses are written to the store as a prober
   would (`--probe` runs the real prober instead, against `--member-url`s).
 - `ceiling`: a bare aiohttp handler answering every launch path with a 307 and a
-  `Location`, served the same way: what aiohttp itself costs per redirect.
+  `Location`, served the same way (the router's handler_args, a GuardedSite, the
+  start-up heap frozen): what aiohttp itself costs per redirect.
 - `health`: a cheap stand-in for N members' `/health` (BinderHub's JSON shape, with a
   Pod quota check), one port per member so that the prober keeps one connection per
   member as it would in production; `/_answered` counts the probes it answered.

@@ -122,11 +122,16 @@ def in_flight_limit(view: FederationView, name: str, headroom: int) -> int | Non
     None (no limit) when its capacity is unknown or unlimited, or when placement chose it
     although it has no room (panic: capacity deliberately ignored).
     """
-    member = view.by_name(name)
-    free = member.free(headroom) if member is not None else None
-    if free is None or free <= 0:
+    # From the view's arrays (MemberView.free's arithmetic): no member view built per launch.
+    table = view.table
+    i = table.index.get(name)
+    if i is None or not table.has_quota[i]:
         return None
-    return member.in_flight + free
+    in_flight = int(table.in_flight[i])
+    free = int(table.quota[i]) - int(table.pods[i]) - in_flight - headroom
+    if free <= 0:
+        return None
+    return in_flight + free
 
 
 def launch_event(launch: LaunchRequest, decision: Decision) -> dict:
