@@ -38,7 +38,7 @@ ITEMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("numpy calls (C, in placement and view)", ("numpy/",)),
     ("metrics: prometheus-client labels + inc/observe", ("prometheus_client/",)),
     ("sticky cookie (set_cookie, Set-Cookie header)", ("http/cookies.py", "set_cookie (aiohttp")),
-    ("log lines (logging, JsonFormatter)", ("logging/__init__.py", "federation/logs.py")),
+    ("log line per launch (logging, JsonFormatter)", ("logging/__init__.py", "federation/logs.py")),
     ("Redis client (redis-py)", ("redis/",)),
     ("store read: JSON parsed (json.loads)", ("scan_once_unicode", "_parse_array_unicode", "_parse_object_unicode",
                                             "scanstring_unicode", "JSONDecoder.", "loads (json/__init__")),
