@@ -17,8 +17,8 @@ own two/one ratio says what the machine allows). With three or more cores the lo
 generator gets a core of its own in both layouts.
 
 The router runs as `binderfed serve` does: default settings (the sticky cookie is set
-on every redirect), JSON log lines at level info on stderr (one per launch, written
-to a file), members healthy with plenty of room; abuse limits are off because the
+on every redirect), JSON log lines at level info on stderr (written to a file; a
+redirect logs nothing at info, the launch log has each launch), members healthy with plenty of room; abuse limits are off because the
 load generator is one client address. Member statuses are written to the store once
 before the load: probing is measured on its own (benchmarks/probing.py).
 """
@@ -254,7 +254,7 @@ def run(redis: RedisProcess | None) -> str:
          "ceiling req/s", "ceiling runs", "ceiling ms CPU/req", "of ceiling", "Redis round trips/req",
          "redis-server ms CPU/req", "load generator CPU"], lines)]
     out.append(f"\nLoad generator: {tool_note}. Cores: {layout_note()}. Router: bounded-affinity, sticky cookie "
-               f"set, JSON log line per launch, abuse limits off (one client address). Figures from a shared "
+               f"set, JSON logs at info, served as the ceiling is, abuse limits off (one client address). Figures from a shared "
                f"machine move between runs; the same-run ratios are what to compare.")
     out.append(probing.format_table(probes))
     out.append(summary(rows, probes))

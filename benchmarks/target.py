@@ -5,11 +5,12 @@
 benchmark pins each process to a core and reads its CPU time from /proc.
 
 - `router`: the real router app (`router.app.create_app`) as `binderfed serve` runs
-  it, JSON logs at level info on stderr (one line per launch), with members that
+  it, JSON logs at level info on stderr, with members that
   never need to be contacted: their statuses are written to the store as a prober
   would (`--probe` runs the real prober instead, against `--member-url`s).
 - `ceiling`: a bare aiohttp handler answering every launch path with a 307 and a
-  `Location`, served the same way: what aiohttp itself costs per redirect.
+  `Location`, served the same way (the router's handler_args, a GuardedSite, the
+  start-up heap frozen): what aiohttp itself costs per redirect.
 - `health`: a cheap stand-in for N members' `/health` (BinderHub's JSON shape, with a
   Pod quota check), one port per member so that the prober keeps one connection per
   member as it would in production; `/_answered` counts the probes it answered.
@@ -35,7 +36,9 @@ from federation.config import FederationConfig, LimitSettings, PolicySettings, R
 from federation.logs import setup_logging
 from federation.members import Member
 from federation.stores.factory import open_store
-from router.app import create_app
+from router.app import create_app, handler_args
+from router.connections import GuardedSite
+from router.serve import HANDLER_SHUTDOWN_TIMEOUT, settle_heap
 from router.pages import CORS_HEADERS
 
 from .common import healthy_statuses, members
@@ -102,7 +105,9 @@ def ceiling_app(router_response: bool = False) -> web.Application:
                             httponly=True, samesite="Lax")
         return response
 
-    app = web.Application()
+    # Served as the router is (router.app.handler_args, below a GuardedSite): the
+    # difference between the two is the router's own work.
+    app = web.Application(handler_args=handler_args(RouterSettings().idle_timeout, lambda: None))
     for prefix in LAUNCH_PREFIXES:
         app.router.add_get(prefix + "{tail:.*}", redirect_like_router if router_response else redirect)
     return app
@@ -143,11 +148,17 @@ async def serve(args: argparse.Namespace) -> None:
         app = ceiling_app(args.router_response)
     else:
         app = health_app()
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=HANDLER_SHUTDOWN_TIMEOUT)  # as router.serve
     await runner.setup()
-    sites = args.sites if args.kind == "health" else 1
-    for _ in range(sites):
-        await web.TCPSite(runner, "127.0.0.1", args.port, reuse_port=args.reuse_port or None).start()
+    if args.kind == "health":
+        for _ in range(args.sites):
+            await web.TCPSite(runner, "127.0.0.1", args.port).start()
+    else:
+        # The router and the ceiling alike, as `binderfed serve` listens (router.serve.listen).
+        timeout = RouterSettings().header_timeout
+        await GuardedSite(runner, "127.0.0.1", args.port, header_timeout=lambda: timeout,
+                          reuse_port=args.reuse_port).start()
+        settle_heap()
     ports = [address[1] for address in runner.addresses]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

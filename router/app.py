@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +31,17 @@ log = logging.getLogger("binderfed.router")
 MAX_LINE = 8190
 
 
+def handler_args(idle_timeout: float, on_malformed: Callable[[], None]) -> dict[str, Any]:
+    """How the router's connections are served (also the benchmark ceiling's, so both are served alike)."""
+    return {
+        "max_line_size": MAX_LINE, "max_field_size": MAX_LINE,
+        # A connection waiting for its next request is closed after this (router.connections).
+        "keepalive_timeout": idle_timeout,
+        # A malformed request is one log line, not a traceback (router.malformed).
+        "logger": MalformedRequestLog(on_malformed),
+    }
+
+
 def create_app(
     config: FederationConfig,
     store: Store,
@@ -46,21 +57,22 @@ def create_app(
     `config_path`: the YAML file `config` came from; it is watched and reloaded while
     the app runs (and on SIGHUP when `sighup`, for the one app of a `binderfed serve`).
     """
+    if membership is None:
+        membership = Membership(config.members, config=config)
+    else:
+        membership.publish("config", config=config)  # its members stay as the caller set them
+    metrics = Metrics()
     ctx = RouterContext(
-        config=config,
         store=store,
-        membership=membership or Membership(config.members),
-        metrics=Metrics(),
+        membership=membership,
+        metrics=metrics,
         launch_log=LaunchLog(config.launch_log),
+        outlier=OutlierDetector(store, membership, lambda: membership.snapshot.config.health.outlier,
+                                observer=metrics.observe_ejection),
         rng=rng or random.Random(),
     )
-    app = web.Application(handler_args={
-        "max_line_size": MAX_LINE, "max_field_size": MAX_LINE,
-        # A connection waiting for its next request is closed after this (router.connections).
-        "keepalive_timeout": config.router.idle_timeout,
-        # A malformed request is one log line, not a traceback (router.malformed).
-        "logger": MalformedRequestLog(lambda: ctx.metrics.refused.labels("bad_request").inc()),
-    })
+    app = web.Application(handler_args=handler_args(config.router.idle_timeout,
+                                                    lambda: ctx.metrics.refused.labels("bad_request").inc()))
     app[CONTEXT] = ctx
     for prefix in ("/v2/", "/build/", "/repo/"):
         app.router.add_get(prefix + "{tail:.*}", launch.handle_launch)
@@ -114,8 +126,6 @@ def _lifecycle(probe: bool):
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         ctx.client = HubClient(ctx.session)
-        ctx.outlier = OutlierDetector(ctx.store, ctx.membership, lambda: ctx.config.health.outlier,
-                                      observer=ctx.metrics.observe_ejection)
         await ctx.outlier.start()
         ctx.reports = _report_ingest(ctx)
         if ctx.reports is not None:

@@ -89,13 +89,15 @@ class _FirstRequestDeadline(asyncio.Protocol):
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections get `header_timeout()` seconds for their first request's headers."""
 
-    __slots__ = ("_host", "_port", "_header_timeout", "_on_timeout")
+    __slots__ = ("_host", "_port", "_header_timeout", "_on_timeout", "_reuse_port")
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, header_timeout: Callable[[], float],
-                 on_timeout: Callable[[bool], None] | None = None, backlog: int = 128) -> None:
+                 on_timeout: Callable[[bool], None] | None = None, backlog: int = 128,
+                 reuse_port: bool = False) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
+        self._reuse_port = reuse_port  # several processes on one port (the benchmark's replicas)
         self._header_timeout = header_timeout
         self._on_timeout = on_timeout or (lambda started: None)
 
@@ -113,4 +115,4 @@ class GuardedSite(web.BaseSite):
             return _FirstRequestDeadline(server(), self._header_timeout(), self._on_timeout)
 
         self._server = await asyncio.get_running_loop().create_server(
-            protocol, self._host, self._port, backlog=self._backlog)
+            protocol, self._host, self._port, backlog=self._backlog, reuse_port=self._reuse_port or None)

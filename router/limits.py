@@ -1,7 +1,7 @@
 """Abuse limits at the federation edge, checked before a launch is placed (`limits` config).
 
-`check_limits(ctx, request, launch)` is the one hook every launch goes through
-(`router.launch.handle_launch`, for redirects and relayed `/build/` streams alike);
+`check_limits(ctx, config, request, launch)` is the first step of the admission pipeline
+(`router.pipeline.admit`), which redirects and relayed `/build/` streams alike go through;
 it returns None to let the launch through, or the refusal to answer with:
 
 - **banned** (`limits.banned`): the launch's `<provider>/<spec>` matches a ban rule.
@@ -18,7 +18,7 @@ it returns None to let the launch through, or the refusal to answer with:
   in progress across the federation: launches routed within the last
   `repo_launch_ttl` seconds, plus, with agent reports, its running user servers on
   every member. This one is checked where the launch is counted
-  (`launch.admit` -> `Store.record_launch(repo_cap=...)`), in the same atomic step, so
+  (`pipeline.admit` -> `Store.record_launch(repo_cap=...)`), in the same atomic step, so
   a burst of concurrent launches on any number of replicas cannot get past it
   together; `repo_cap_refused` builds the answer.
 
@@ -30,8 +30,8 @@ repository cap (each member's own per-repo quota applies).
 Over a limit: 429 with `Retry-After` (in-band `status_code` 429 on `/build/`). The
 counters live in the store (`Store.limit_launch`: one round trip for the rate
 limits), so replicas sharing a Redis store share them too. Limits are read from
-`ctx.config` per request, so a config reload (a new ban, say) applies to the next
-launch.
+the config a launch is admitted under, read once per launch, so a config reload (a new
+ban, say) applies to the next launch.
 
 Only GET requests that place a launch are counted: every `/build/`, and `/v2/` and
 `/repo/` in redirect mode. HEAD requests (link checkers) are answered by
@@ -50,7 +50,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from federation.config import BanRule, LimitSettings
+from federation.config import BanRule, FederationConfig, LimitSettings
 from federation.spec import LaunchRequest
 from federation.stores.protocol import RateCheck
 
@@ -107,10 +107,10 @@ class RepoCap:
         return max(self.cap - self.running, 0)
 
 
-def repo_cap_for(ctx: RouterContext, launch: LaunchRequest) -> RepoCap | None:
+def repo_cap_for(ctx: RouterContext, config: FederationConfig, launch: LaunchRequest) -> RepoCap | None:
     """The repository cap a new launch is counted against, or None when none applies."""
-    limits = ctx.config.limits
-    if not limits.enabled or not places_launch(ctx, launch):
+    limits = config.limits
+    if not limits.enabled or not places_launch(config, launch):
         return None
     cap = repo_cap(limits, launch)
     if cap <= 0:
@@ -118,9 +118,9 @@ def repo_cap_for(ctx: RouterContext, launch: LaunchRequest) -> RepoCap | None:
     return RepoCap(cap, ctx.reports.running(launch.repo_key) if ctx.reports is not None else 0)
 
 
-def places_launch(ctx: RouterContext, launch: LaunchRequest) -> bool:
+def places_launch(config: FederationConfig, launch: LaunchRequest) -> bool:
     """Whether answering this request places a launch (and so counts against the limits)."""
-    return launch.family == "build" or ctx.config.router.forward_for(launch.family) == "redirect"
+    return launch.family == "build" or config.router.forward_for(launch.family) == "redirect"
 
 
 def ban_for(limits: LimitSettings, launch: LaunchRequest) -> BanRule | None:
@@ -133,15 +133,17 @@ def ban_for(limits: LimitSettings, launch: LaunchRequest) -> BanRule | None:
             or (limits.ban_for(launch.canonical_spec) if launch.canonical_spec else None))
 
 
-async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> web.Response | None:
-    """None if the launch may be placed, else the refusal to send (see the module docstring)."""
-    limits = ctx.config.limits  # one config for the whole check, even across a reload
+async def check_limits(ctx: RouterContext, config: FederationConfig, request: web.Request,
+                       launch: LaunchRequest) -> web.Response | None:
+    """None if the launch may be placed, else the refusal to send (see the module docstring);
+    `config` is the one the whole launch is admitted under (router.pipeline)."""
+    limits = config.limits
     rule = ban_for(limits, launch)
     if rule is not None:
         return _banned(ctx, launch, rule)
-    if not limits.enabled or not places_launch(ctx, launch):
+    if not limits.enabled or not places_launch(config, launch):
         return None
-    client = client_address(request, ctx.config.router.trusted_networks)
+    client = client_address(request, config.router.trusted_networks)
     checks: list[tuple[str, RateCheck]] = []
     if limits.per_client.active:
         checks.append(("rate_limit_client", RateCheck("client:" + client_key(client), limits.per_client.launches,
@@ -168,11 +170,11 @@ async def check_limits(ctx: RouterContext, request: web.Request, launch: LaunchR
     return None
 
 
-def repo_cap_refused(ctx: RouterContext, request: web.Request, launch: LaunchRequest, in_flight: int,
-                     cap: RepoCap) -> web.Response:
+def repo_cap_refused(ctx: RouterContext, config: FederationConfig, request: web.Request, launch: LaunchRequest,
+                     in_flight: int, cap: RepoCap) -> web.Response:
     """The answer to a launch the store refused at the repository's cap."""
-    client = client_address(request, ctx.config.router.trusted_networks)
-    retry = ctx.config.router.retry_after
+    client = client_address(request, config.router.trusted_networks)
+    retry = config.router.retry_after
     detail = f"{in_flight} launches in progress, {cap.running} servers running, cap {cap.cap}"
     message = (f"This repository already has {cap.cap} or more launches in progress across this Binder "
                f"federation, the most one repository may have. Please try again in {retry} seconds.")

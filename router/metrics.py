@@ -65,6 +65,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Labelled children of the per-launch metrics, bound once (count_launch, observe_decision).
+        self._launch_children: dict[tuple[str, str, str], tuple] = {}
+        self._decision_children: dict[str, Histogram] = {}
         # The redirector's three (see the module docstring).
         self.health = Gauge(
             "federation_health",
@@ -220,6 +223,27 @@ class Metrics:
     def observe_redirect(self, member: str, decision_reason: str) -> None:
         self.redirects.labels(member, redirect_reason(decision_reason)).inc()
 
+    def count_launch(self, member: str, decision_reason: str, family: str) -> None:
+        """One routed launch: federation_launches_total and federation_redirect_count.
+
+        The hot path: the labelled children are bound once per label set and kept
+        (`labels()` validates and locks on every call); `forget_member` drops them.
+        """
+        key = (member, decision_reason, family)
+        children = self._launch_children.get(key)
+        if children is None:
+            children = (self.launches.labels(member, decision_reason, family),
+                        self.redirects.labels(member, redirect_reason(decision_reason)))
+            self._launch_children[key] = children
+        children[0].inc()
+        children[1].inc()
+
+    def observe_decision(self, strategy: str, seconds: float) -> None:
+        child = self._decision_children.get(strategy)
+        if child is None:
+            child = self._decision_children[strategy] = self.decision_seconds.labels(strategy)
+        child.observe(seconds)
+
     def observe_ejection(self, member: str, event: str) -> None:
         """Passive health's observer (health.outlier): "ejected", "seen" or "returned"."""
         if event == "ejected":
@@ -236,6 +260,7 @@ class Metrics:
 
     def forget_member(self, name: str) -> None:
         """A member left: its series go (the member gauges go at the next scrape anyway)."""
+        self._launch_children = {k: c for k, c in self._launch_children.items() if k[0] != name}
         for metric in (self.health, self.health_check, self.member_state, self.member_pods, self.member_quota,
                        self.in_flight, self.redirects, self.ejected, self.ejections, self.launch_outcomes,
                        self.agent_reports, self.relay_failures, self.probe_seconds, self.launches):

@@ -67,14 +67,15 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
+from federation.config import FederationConfig
 from federation.members import Member
-from federation.placement.decision import Decision, why_not
+from federation.membership import MembershipSnapshot
+from federation.placement.decision import Decision
 from federation.spec import LaunchRequest
 from hub.client import MemberUnreachable
 from hub.events import encode_comment, encode_event
@@ -82,15 +83,16 @@ from hub.failures import InfraFailure, classify_failure
 from hub.models import BuildEvent, MemberError, MemberResponseError
 from hub.tasks import BackgroundService
 
-from . import launch as launching
+from . import pipeline
 from .clients import forwarded_for, forwarded_headers
 from .context import CONTEXT, RouterContext
 from .launch_page import TOKEN_PARAM, page_launch
 from .pages import CORS_HEADERS
+from .sticky_cookie import set_sticky_cookie, sticky_member
 
 log = logging.getLogger("binderfed.relay")
 
-FAILOVER_REASON = "failover"
+FAILOVER_REASON = pipeline.FAILOVER_REASON
 KEEPALIVE = encode_comment("keepalive")
 SWEEP_SECONDS = 0.2  # how often client connections are checked and keepalives are due
 COALESCE_BYTES = 64 * 1024  # relayed events queued at most before they are written
@@ -183,32 +185,34 @@ STREAMS = web.AppKey("binderfed_relay_streams", ActiveStreams)
 # -- one relayed launch -------------------------------------------------------------------
 
 
-def _sticky(ctx: RouterContext, request: web.Request, launch: LaunchRequest) -> str | None:
+def _sticky(ctx: RouterContext, snapshot: MembershipSnapshot, request: web.Request,
+            launch: LaunchRequest) -> str | None:
     """The member a reconnecting EventSource names (Last-Event-ID, a signed sticky value the
     router sent as a failover notice's id), else the sticky cookie's."""
     last_id = ctx.sticky.member(request.headers.get("Last-Event-ID"), launch.repo_key)
-    if last_id is not None and ctx.membership.get(last_id) is not None:
+    if last_id is not None and snapshot.get(last_id) is not None:
         return last_id
-    return launching.sticky_member(ctx, request, launch)
+    return sticky_member(ctx, snapshot.config, request, launch)
 
 
-async def relay_build(request: web.Request, ctx: RouterContext, launch: LaunchRequest) -> web.StreamResponse:
-    """Answer `/build/<provider>/<spec>` in stream mode."""
-    # Placed and counted in flight on its member as a redirected launch is.
-    decision = await launching.admit(ctx, request, launch, _sticky(ctx, request, launch))
-    if isinstance(decision, web.StreamResponse):
-        return decision
-    if decision.member is None:
-        return launching.no_member(ctx, launch, decision)
-    relay = _Relay(request, ctx, launch, decision)
+async def relay_build(request: web.Request, ctx: RouterContext, snapshot: MembershipSnapshot,
+                      launch: LaunchRequest) -> web.StreamResponse:
+    """Answer `/build/<provider>/<spec>` in stream mode (`snapshot`: the handler's one read of it)."""
+    # Limits checked, placed and counted in flight on its member as a redirected launch is.
+    admission = await pipeline.admit(ctx, snapshot, request, launch, _sticky(ctx, snapshot, request, launch))
+    if admission.refusal is not None:
+        return admission.refusal
+    assert admission.decision is not None
+    relay = _Relay(request, ctx, launch, admission.decision, snapshot.config)
     return await relay.run()
 
 
 class _Relay:
-    def __init__(self, request: web.Request, ctx: RouterContext, launch: LaunchRequest, decision: Decision) -> None:
+    def __init__(self, request: web.Request, ctx: RouterContext, launch: LaunchRequest, decision: Decision,
+                 config: FederationConfig) -> None:
         self.request = request
         self.ctx = ctx
-        self.config = ctx.config  # one config for the whole launch, even across a reload
+        self.config = config  # the one it was admitted under, for the whole launch, even across a reload
         self.settings = self.config.router.stream
         self.launch = launch
         self.decision = decision
@@ -317,10 +321,10 @@ class _Relay:
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # nginx in front of the router must not buffer the stream
-            launching.MEMBER_HEADER: member.name,
-            launching.REASON_HEADER: self.reason,
+            pipeline.MEMBER_HEADER: member.name,
+            pipeline.REASON_HEADER: self.reason,
         })
-        launching.set_sticky_cookie(self.ctx, self.request, response, member.name, self.launch)
+        set_sticky_cookie(self.ctx, self.config, self.request, response, member.name, self.launch)
         self.response = response
         await response.prepare(self.request)
 
@@ -385,7 +389,7 @@ class _Relay:
     async def _attempts(self) -> None:
         ctx, launch = self.ctx, self.launch
         tried: list[tuple[Member, InfraFailure]] = []
-        while True:  # self.member's launch is recorded: by admit(), then by _admit_next()
+        while True:  # self.member's launch is recorded: by pipeline.admit(), then by pipeline.admit_next()
             member = self.member
             failure = await self._relay_from(member)
             if failure is None:
@@ -394,7 +398,7 @@ class _Relay:
             await self._member_failed(member, failure)
             following = None
             if len(tried) < self.settings.max_attempts:
-                following = await self._admit_next({m.name for m, _ in tried})
+                following = await pipeline.admit_next(ctx, launch, self.decision, {m.name for m, _ in tried})
             if following is None:
                 await self._give_up(tried)
                 return
@@ -409,33 +413,12 @@ class _Relay:
             sticky = ctx.sticky.sign(following.name, launch.repo_key)
             await self._write(f"id: {sticky}\n".encode() + event)
 
-    async def _admit_next(self, tried: set[str]) -> Member | None:
-        """The next member of the decision's ranking that can still take the launch, with
-        the launch counted in flight there (as `launch.admit` does for the first)."""
-        ctx = self.ctx
-        view = await ctx.view_for(self.launch)  # what changed since the decision: drains, ejections, room
-        headroom = self.config.policy.pod_headroom
-        panic = self.decision.reason in ("panic", "prime")  # the ranking ignores capacity or health already
-        for name in self.decision.ranking:
-            member = ctx.membership.get(name)
-            if name in tried or member is None or "\n" in name or "\r" in name:  # the name goes in an `id:` line
-                continue
-            current = view.by_name(name)
-            if current is None or (not panic and why_not(current, view.now, headroom) is not None):
-                continue
-            attempt = replace(self.decision, member=member, reason=FAILOVER_REASON)
-            if await launching.record(ctx, self.launch, attempt,
-                                      limit=launching.in_flight_limit(view, name, headroom)):
-                return member
-        return None
-
     async def _member_failed(self, member: Member, failure: InfraFailure) -> None:
         ctx = self.ctx
         ctx.metrics.relay_failures.labels(member.name, failure.cause.value).inc()
         # The attempt will not become a pod there: stop counting it in flight.
         await ctx.store.settle_in_flight(member.name, 1)
-        if ctx.outlier is not None:
-            await ctx.outlier.failure(member.name, failure.cause.value)
+        await ctx.outlier.failure(member.name, failure.cause.value)
 
     async def _give_up(self, tried: list[tuple[Member, InfraFailure]]) -> None:
         retry = self.config.router.retry_after
@@ -526,8 +509,7 @@ class _Relay:
     def _ready(self, member: Member) -> None:
         self._finish("ready")
         self.ctx.metrics.time_to_ready.observe(time.monotonic() - self.started)
-        if self.ctx.outlier is not None:
-            self.ctx.outlier.success(member.name)
+        self.ctx.outlier.success(member.name)
         log.info("launch %s ready on member %s", self.launch.provider_spec, member.name,
                  extra={"member": member.name, "repo_key": self.launch.repo_key})
 

@@ -1,12 +1,14 @@
-"""Runs one router's membership sources and applies config reloads to the running app.
+"""Runs one router's membership sources (federation.sources) and what a reload changes.
 
-The router's configuration lives in one place, `RouterContext.config`, and handlers
-read it per request; a reload replaces that attribute with a new frozen
-`FederationConfig` in one assignment, so a request sees either the old or the new
-config, never a mix. Background objects built from parts of it (the prober) are
-updated here. Settings that cannot change without a restart (listen address, port,
-forwarding mode, store URL, launch-log sink, agent reports) keep their running values;
-an edit to them is logged as such.
+The members and the configuration in force live in one place, the membership
+snapshot (`RouterContext.snapshot`), which every source publishes into: the config
+file publishes its members and settings together, as one new snapshot, so a request,
+which reads the snapshot once, sees either the old or the new config with its own
+members, never a mix. Settings that cannot change without a restart (listen address,
+port, forwarding mode, store URL, launch-log sink, agent reports) keep their running
+values (`in_force`); an edit to them is logged as such. What is built from the settings
+rather than read from the snapshot per use (the prober's, the admin token, the sticky
+secret, the Consul watch) is updated after the swap (`apply`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiohttp import web
 from federation.config import ConsulSettings, FederationConfig
 from federation.secrets import SecretError, read_secret
 from federation.stores.memory import MemoryStore
+from federation.sources import MembershipProvider
 from federation.sources.file import FileSource
 
 from . import admin
@@ -62,9 +65,9 @@ class RouterSources:
         self.sighup = sighup
         self.poll_interval = poll_interval
         self.consul_retry_initial = consul_retry_initial
-        self.file: FileSource | None = None
-        self.consul = None  # federation.sources.consul.ConsulSource, imported only when enabled
+        self.providers: dict[str, MembershipProvider] = {}  # by name: "config" (the file), "consul"
         self._file_config: FederationConfig | None = None
+        self._consul_settings: ConsulSettings | None = None
         self._known: set[str] = set()
         self._consul_lock = asyncio.Lock()
 
@@ -82,20 +85,30 @@ class RouterSources:
             self._know(name)
         self.ctx.membership.subscribe(self._members_changed)
         if self.config_path is not None:
-            self.file = FileSource(
+            file = FileSource(
                 self.config_path, self.ctx.membership, on_config=self.apply, on_result=self.ctx.metrics.observe_reload,
-                poll_interval=self.poll_interval, sighup=self.sighup,
+                poll_interval=self.poll_interval, sighup=self.sighup, in_force=self.in_force,
             )
-            await self.file.start()
+            self.providers[file.name] = file
+            await file.start()
         await self._set_consul(self.ctx.config.consul)
 
+    @property
+    def file(self) -> FileSource | None:
+        return self.providers.get(FileSource.name)  # type: ignore[return-value]
+
+    @property
+    def consul(self):  # noqa: ANN201 - federation.sources.consul.ConsulSource, imported only when enabled
+        return self.providers.get("consul")
+
     async def stop(self) -> None:
-        if self.file is not None:
-            await self.file.stop()
+        file = self.providers.pop(FileSource.name, None)
+        if file is not None:  # first, and outside the lock: a reload in progress may be waiting for it
+            await file.stop()
         async with self._consul_lock:
-            if self.consul is not None:
-                await self.consul.stop()
-                self.consul = None
+            for provider in list(self.providers.values()):
+                await provider.stop()
+            self.providers.clear()
 
     def _members_changed(self, members) -> None:
         # A member that left stops being exported; its in-flight launches stay in the
@@ -111,10 +124,9 @@ class RouterSources:
         reporting = self.ctx.config.reports.enabled and any(t.member == name for t in self.ctx.config.reports.members)
         self.ctx.metrics.know_member(name, reports=reporting)
 
-    async def apply(self, file_config: FederationConfig) -> None:
-        """Put a freshly loaded config from the file in force."""
-        ctx = self.ctx
-        running = ctx.config
+    def in_force(self, file_config: FederationConfig) -> FederationConfig:
+        """The config to put in force for a freshly loaded file (FileSource publishes it with
+        the file's members, in one snapshot): the file's, but the restart-only settings running."""
         if self._file_config is not None:
             for section, name in RESTART_ONLY:
                 before, after = _get(self._file_config, section, name), _get(file_config, section, name)
@@ -123,24 +135,28 @@ class RouterSources:
                     log.warning("%s: %s changed from %r to %r; this takes effect only after a restart",
                                 file_config.source, key, before, after)
         self._file_config = file_config
-        new = keep_restart_only(running, file_config)
-        ctx.config = new  # one assignment: handlers read ctx.config per request
+        return keep_restart_only(self.ctx.config, file_config)
+
+    async def apply(self, file_config: FederationConfig) -> None:
+        """After a reload's snapshot went in force: update what is built from its settings."""
+        ctx = self.ctx
+        new = ctx.config
         if ctx.prober is not None:
             ctx.prober.settings = new.health
             ctx.prober.headroom = new.policy.pod_headroom
         admin.load_token(self.app, new.admin)
         self._load_sticky(new)
-        if new.consul != running.consul:
+        if new.consul != self._consul_settings:
             await self._set_consul(new.consul)
 
     async def _set_consul(self, settings: ConsulSettings) -> None:
         async with self._consul_lock:
-            was_running = self.consul is not None
-            if self.consul is not None:
-                await self.consul.stop()
-                self.consul = None
+            self._consul_settings = settings
+            running = self.providers.pop("consul", None)
+            if running is not None:
+                await running.stop()
             if not settings.enabled:
-                if was_running:
+                if running is not None:
                     log.info("Consul discovery disabled: its members leave rotation")
                 self.ctx.membership.set_source("consul", ())
                 return
@@ -153,12 +169,13 @@ class RouterSources:
                 return
             from federation.sources.consul import ConsulSource
 
-            self.consul = ConsulSource(settings, self.ctx.membership, token.value, on_sync=self.ctx.metrics.observe_source,
-                                       retry_initial=self.consul_retry_initial)
-            await self.consul.start()
+            consul = ConsulSource(settings, self.ctx.membership, token.value, on_sync=self.ctx.metrics.observe_source,
+                                  retry_initial=self.consul_retry_initial)
+            self.providers[consul.name] = consul
+            await consul.start()
             try:
                 async with asyncio.timeout(CONSUL_FIRST_SYNC):  # not wait_for: it can lose a cancel on 3.11
-                    await self.consul.synced.wait()
+                    await consul.synced.wait()
             except TimeoutError:
                 log.warning("no answer from Consul at %s yet; serving without its members until it answers", settings.url)
 

@@ -36,6 +36,9 @@ _CONTEXT = b"binderfed-sticky-v1"
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _MAC_BYTES = 18
 MAX_VALUE = 100  # characters of a presented value looked at
+# MACs remembered per signer: a launch of a popular repository signs the same (member,
+# repository) pair again and again; an HMAC is a good part of a redirect's cost.
+MAC_CACHE = 4096
 
 
 class StickySigner:
@@ -44,12 +47,21 @@ class StickySigner:
     def __init__(self, secret: bytes, origin: str = "") -> None:
         self._secret = secret
         self.origin = origin  # where the secret came from ("" = random for this process)
+        self._macs: dict[tuple[str, str], str] = {}
 
     @classmethod
     def random(cls) -> "StickySigner":
         return cls(secrets.token_bytes(32))
 
     def _mac(self, member: str, repo_key: str) -> str:
+        mac = self._macs.get((member, repo_key))
+        if mac is None:
+            if len(self._macs) >= MAC_CACHE:
+                self._macs.clear()  # bounded: a cold start again is cheaper than tracking use
+            mac = self._macs[(member, repo_key)] = self._compute_mac(member, repo_key)
+        return mac
+
+    def _compute_mac(self, member: str, repo_key: str) -> str:
         message = b"\0".join((_CONTEXT, member.encode(), repo_key.encode("utf-8", "surrogatepass")))
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")

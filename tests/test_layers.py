@@ -8,9 +8,7 @@ module, inside a function (a lazy import), under `if TYPE_CHECKING:`, and by nam
 computed name (the CLI's command table) is taken to import every module of ours that
 one of its strings names, since that is what it may load.
 
-Import circles between files are refused too, except the ones listed in
-KNOWN_CIRCLES (the second half of issue 19 removes them; a listed circle that is gone
-must leave the list, so the list cannot go stale).
+Import circles between files are refused too (issue 19 removed the last three).
 
 The imports are read from the source (`ast`), not by importing anything, so a
 module that is never imported by the suite is checked all the same.
@@ -28,11 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Top to bottom: a module may import its own layer and any layer after it.
 LAYERS = ("benchmarks", "router", "health", "federation", "hub")
-
-KNOWN_CIRCLES = {
-    # the relay calls the redirect handler's admit/record: one admission pipeline in 19b
-    frozenset({"router.launch", "router.relay"}),
-}
 
 _IMPORT_CALLS = {"import_module", "__import__", "find_spec", "resolve_name"}
 
@@ -176,15 +169,12 @@ def test_no_import_runs_against_the_layers() -> None:
     assert not against, "imports against the arrow " + " -> ".join(LAYERS) + ":\n" + _show(against)
 
 
-def test_no_new_import_circle() -> None:
+def test_no_import_circle() -> None:
     imports = all_imports()
     found = circles(imports)
-    new = found - KNOWN_CIRCLES
-    assert not new, "new import circles:\n" + "\n".join(
+    assert not found, "import circles:\n" + "\n".join(
         "  " + ", ".join(sorted(c)) + "\n" + _show([i for i in imports if i.source in c and i.target in c])
-        for c in new)
-    gone = KNOWN_CIRCLES - found
-    assert not gone, "circles gone (take them out of KNOWN_CIRCLES): " + "; ".join(", ".join(sorted(c)) for c in gone)
+        for c in found)
 
 
 # -- the contract's own reading: each kind of import it must see ------------------------------

@@ -5,7 +5,7 @@ store (`federation.stores.memory.MemoryStore`, with a simulated clock) through a
 discrete-event model of the members, so every number it prints comes from the code
 that routes production launches. Only the members are modelled.
 
-The router, as in production (`router.context.view_for` and `router.launch.record`):
+The router, as in production (`router.context.view_for` and `router.pipeline`):
 
 - each launch reads `store.launch_state(repo_key)`, builds a `FederationView` with
   a `ViewBuilder` (the cache map holds only that repository's entry) and calls

@@ -344,7 +344,7 @@ class ConsulSource(BackgroundService):
         for name in sorted(n for n in new.keys() & old.keys() if new[n] != old[n]):
             log.info("member %s changed in Consul", name, extra={"member": name, "source": self.name})
         self.members = view.members
-        self.membership.set_source(self.name, view.members)
+        self.membership.publish(self.name, view.members)
         self.synced.set()
 
     def _mark(self, reachable: bool) -> None:

@@ -10,9 +10,11 @@ costs nothing measurable.
 
 A changed file is validated with `federation.config.load`. A bad edit changes
 nothing: the last good configuration stays in force and the error, which names the
-file and the key, is logged once per distinct content. A good edit replaces the
-"config" source of the `Membership` and is handed to `on_config`, which applies
-the hot-swappable settings to whoever owns them (the router).
+file and the key, is logged once per distinct content. A good edit is published
+as one new membership snapshot, its members and its settings together
+(`Membership.publish`; `in_force` says which of the file's settings go in force, the
+router keeping those it cannot change while running), and is then handed to
+`on_config`, for what is built from the settings rather than read from the snapshot.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..membership import Membership
 log = logging.getLogger("binderfed.sources.file")
 
 ConfigListener = Callable[[FederationConfig], "Awaitable[None] | None"]
+SettingsFilter = Callable[[FederationConfig], FederationConfig]  # the file's config -> the config in force
 ResultListener = Callable[[str], None]  # "ok" or "error"
 
 
@@ -53,12 +56,14 @@ class FileSource(BackgroundService):
         *,
         poll_interval: float = 0.5,
         sighup: bool = False,
+        in_force: SettingsFilter | None = None,
     ):
         self.path = Path(path)
         super().__init__(f"config-file-{self.path.name}")
         self.membership = membership
         self.on_config = on_config
         self.on_result = on_result
+        self.in_force = in_force
         self.poll_interval = poll_interval
         self.sighup = sighup
         self.config: FederationConfig | None = None   # the last good config read from the file
@@ -125,7 +130,9 @@ class FileSource(BackgroundService):
                 self._report("ok")
                 log.info("config %s is valid again; the config in force is unchanged", self.path)
             return False  # e.g. only a comment changed, or a bad edit was reverted
-        self.membership.set_source(self.name, new.members)
+        # One swap: no request sees the new members with the old settings, or the reverse.
+        self.membership.publish(self.name, new.members,
+                                config=self.in_force(new) if self.in_force is not None else new)
         if self.on_config is not None:
             result: Any = self.on_config(new)
             if inspect.isawaitable(result):

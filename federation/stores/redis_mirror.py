@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from ..members import MemberStatus, Override
 from .memory import MemoryStore

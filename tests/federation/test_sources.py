@@ -72,6 +72,36 @@ async def test_good_edit_replaces_the_config_members(tmp_path, run_source):
     await eventually(lambda: names(membership) == ["beta"], timeout=3, what="alpha removed from the file")
 
 
+async def test_an_edit_is_one_snapshot_of_members_and_settings_and_a_held_one_never_changes(tmp_path, run_source):
+    path = tmp_path / "federation.yaml"
+    write_members(path, ("alpha", "https://alpha.example.org"))
+    membership = Membership()
+    await run_source(FileSource(path, membership, poll_interval=0.05))
+    held = membership.snapshot
+    write_members(path, ("beta", "https://beta.example.org"), extra="policy:\n  strategy: rendezvous\n")
+    await eventually(lambda: membership.snapshot.version > held.version, timeout=3, what="the edit in force")
+    new = membership.snapshot
+    assert ([m.name for m in new.members], new.config.policy.strategy) == (["beta"], "rendezvous")
+    # What a request read before the edit stays whole: its members with its own settings.
+    assert ([m.name for m in held.members], held.config.policy.strategy) == (["alpha"], "bounded-affinity")
+    assert held.get("beta") is None and new.get("beta") is not None
+
+
+async def test_consul_members_join_the_files_in_one_snapshot_with_the_files_settings(tmp_path, run_source):
+    path = tmp_path / "federation.yaml"
+    write_members(path, ("alpha", "https://alpha.example.org"), extra="policy:\n  strategy: rendezvous\n")
+    membership = Membership()
+    await run_source(FileSource(path, membership, poll_interval=30))
+    from federation.members import Member
+
+    membership.publish("consul", [Member(name="gamma", url="https://gamma.example.org"),
+                                  Member(name="alpha", url="https://other.example.org")])
+    snapshot = membership.snapshot
+    assert [m.name for m in snapshot.members] == ["alpha", "gamma"]
+    assert snapshot.get("alpha").url == "https://alpha.example.org"  # the file's declaration wins
+    assert snapshot.config.policy.strategy == "rendezvous"  # a source without settings keeps the file's
+
+
 async def test_bad_edit_keeps_the_last_good_config_and_names_file_and_key(tmp_path, run_source, caplog):
     caplog.set_level(logging.INFO, logger="binderfed.sources.file")
     path = tmp_path / "federation.yaml"

@@ -420,3 +420,33 @@ def test_limits_config_defaults_and_demo():
         config_mod.parse({"limits": {"banned": [{"pattern": "(unclosed"}]}})
     with pytest.raises(config_mod.ConfigError, match=r"limits\.per_repo\.window"):
         config_mod.parse({"limits": {"per_repo": {"launches": 5, "window": 0}}})
+
+
+# -- one admission pipeline: the redirect and the stream relay refuse alike -------------------
+
+
+def _answer(status: int, headers: dict, body: str) -> tuple:
+    """What a client sees of a refusal, with numbers that depend on the moment (seconds to wait) masked."""
+    return status, headers.get("Content-Type"), "Retry-After" in headers, re.sub(r"\d+ seconds", "N seconds", body)
+
+
+@pytest.mark.parametrize("cause", ["banned", "rate_limit_client", "repo_cap", "no_member"])
+async def test_relay_and_redirect_refuse_a_build_identically(router_with, http, cause):
+    limits = {"banned": {"banned": BANS}, "rate_limit_client": {"per_client": RateLimit(1, 60)},
+              "repo_cap": {"repo_concurrency": 1, "repo_launch_ttl": 60.0}, "no_member": {}}[cause]
+    answers = []
+    for forward in ("redirect", "stream"):
+        config = limited(members=() if cause == "no_member" else MEMBERS, **limits)
+        config = replace(config, router=replace(config.router, forward=forward,
+                                                stream=replace(config.router.stream, linger=0, max_attempts=1)))
+        router = await router_with(config)  # no_member: a federation without members
+        path = "/build/gh/evil-org/x/HEAD" if cause == "banned" else "/build/gh/org/repo/HEAD"
+        if cause in ("rate_limit_client", "repo_cap"):
+            await get(http, router, path)  # the one launch the limit lets through (relayed: it fails, unreachable)
+        answers.append(_answer(*await get(http, router, path)))
+        assert await refused(http, router, cause) >= 1  # (routers on one Redis share the windows)
+    redirect, stream = answers
+    assert redirect == stream
+    assert redirect[0] == 200 and redirect[1].startswith("text/event-stream")  # in band, as BinderHub answers
+    expected = {"banned": 403, "rate_limit_client": 429, "repo_cap": 429, "no_member": 503}[cause]
+    assert f'"status_code": {expected}' in redirect[3]

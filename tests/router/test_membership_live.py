@@ -159,6 +159,57 @@ async def test_settings_are_swapped_and_restart_only_ones_are_not(start_devhub, 
     assert router.ctx.prober.settings.period == 0.2
 
 
+async def test_a_reload_of_members_and_settings_together_is_never_seen_half_applied(start_router, redis_url,
+                                                                                     tmp_path):
+    """Each config pairs a member with a cookie name: a launch answered while reloads come
+    and go must get a member and a cookie of the same config, never one of each."""
+    import asyncio
+    import time
+
+    import aiohttp
+
+    from federation.members import MemberState, MemberStatus
+    from federation.stores.factory import open_store
+
+    path = tmp_path / "federation.yaml"
+    texts = {name: yaml_members((name, f"http://127.0.0.1:9/{name}"),
+                                extra=f"router:\n  sticky_cookie: cookie-{name}\n")
+             for name in ("alpha", "beta")}
+    path.write_text(texts["alpha"])
+    store = open_store(redis_url)  # a store that really awaits: launches interleave with reloads
+    router = await start_router(config_mod.load(path), store=store, config_path=path, probe=False)
+    for name in ("alpha", "beta"):
+        await store.put_status(MemberStatus(name=name, state=MemberState.HEALTHY, reason="ok", quota=10**6,
+                                            has_quota=True, checked_at=time.time()))
+    file = router.app[SOURCES].file
+    seen: set[tuple[str | None, str]] = set()
+    answered = [0]
+    stop = asyncio.Event()
+
+    async def launches(http: aiohttp.ClientSession, k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            async with http.get(f"{router.url}/build/gh/org/r{k}-{i}/HEAD", allow_redirects=False) as response:
+                cookie = response.headers.get("Set-Cookie", "").split("=", 1)[0]
+                seen.add((response.headers.get("X-Binder-Federation-Member"), cookie))
+                answered[0] += 1
+
+    async def reloads() -> None:
+        for i in range(40):
+            path.write_text(texts["beta" if i % 2 == 0 else "alpha"])
+            await file.check()
+            before = answered[0]  # a few launches under each config before the next reload
+            await eventually(lambda: answered[0] >= before + 3, timeout=10, what="launches between two reloads")
+        stop.set()
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with asyncio.timeout(60):
+            await asyncio.gather(reloads(), *(launches(http, k) for k in range(8)))
+    assert seen <= {("alpha", "cookie-alpha"), ("beta", "cookie-beta")}, seen
+    assert len(seen) == 2  # both configs were in force while launches ran
+
+
 # -- Consul -----------------------------------------------------------------------------------
 
 
