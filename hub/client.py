@@ -6,7 +6,8 @@ session's defaults. Redirects are never followed: a member answering 3xx is an e
 (`MemberHTTPError`), so a redirect loop or a redirect to another host cannot hang a
 call or send a visitor's headers elsewhere.
 
-Errors, all subclasses of `MemberError` (defined in `hub.models`):
+Errors, all subclasses of `MemberError` (`hub.models`); the transport's own are in
+`hub.member_errors`, the event stream is `hub.build_stream.BuildStream`:
 
 - `MemberUnreachable`: no HTTP answer (DNS, refused, reset, TLS, timeout); `.cause`
   is a short machine-readable word (`refused`, `timeout`, `dns`, `reset`, `error`).
@@ -25,18 +26,23 @@ error's `detail`, for logs only.
 from __future__ import annotations
 
 import asyncio
-import errno
-import os
-import socket
-from types import TracebackType
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, Mapping
 
 import aiohttp
 from yarl import URL
 
+from .build_stream import BuildStream
 from .build_tokens import token_from_page
-from .events import DEFAULT_MAX_SIZE, Comment, EventStreamError, SSEDecoder
-from .models import BuildEvent, HealthReport, MemberError, MemberResponseError, parse_json, public_versions
+from .events import DEFAULT_MAX_SIZE
+from .member_errors import (
+    MemberHTTPError,
+    MemberStalled,
+    MemberStreamEnded,
+    MemberUnreachable,
+    http_error,
+    unreachable,
+)
+from .models import HealthReport, MemberError, MemberResponseError, parse_json, public_versions
 
 __all__ = [
     "BuildStream",
@@ -50,66 +56,8 @@ __all__ = [
 ]
 
 
-class MemberUnreachable(MemberError):
-    """No HTTP answer from the member: `cause` says why in one word."""
-
-    def __init__(self, message: str, *, url: str | None = None, cause: str = "error") -> None:
-        super().__init__(message, url=url)
-        self.cause = cause
-
-
-class MemberHTTPError(MemberError):
-    """The member answered with an HTTP status the call does not accept."""
-
-    def __init__(self, status: int, message: str = "", *, url: str | None = None, detail: str = "") -> None:
-        super().__init__(message or f"member answered HTTP {status}", url=url, detail=detail)
-        self.status = status
-
-
-class MemberStalled(MemberError):
-    """The member's event stream sent nothing (no event, no keepalive) for too long."""
-
-
-class MemberStreamEnded(MemberError):
-    """The member's event stream ended before a terminal (`ready`/`failed`) event."""
-
-
 def _join(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + "/" + path.lstrip("/")
-
-
-def _unreachable(exc: BaseException, url: str, timeout: float | None = None) -> MemberUnreachable:
-    """Turn a transport exception into a MemberUnreachable naming the cause."""
-    if isinstance(exc, TimeoutError):
-        after = f" after {timeout:g}s" if timeout is not None else ""
-        return MemberUnreachable(f"{url}: timed out{after}", url=url, cause="timeout")
-    os_error: BaseException | None = exc
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        os_error = exc.os_error
-    while os_error is not None and not isinstance(os_error, OSError):
-        os_error = os_error.__cause__
-    cause, detail = "error", str(exc) or type(exc).__name__
-    if isinstance(os_error, socket.gaierror) or isinstance(exc, aiohttp.ClientConnectorDNSError):
-        cause, detail = "dns", f"cannot resolve host ({os_error or exc})"
-    elif isinstance(os_error, ConnectionRefusedError) or getattr(os_error, "errno", None) == errno.ECONNREFUSED:
-        cause, detail = "refused", "connection refused"
-    elif isinstance(exc, aiohttp.ServerDisconnectedError) or isinstance(os_error, ConnectionResetError):
-        cause, detail = "reset", f"connection closed by member ({exc})"
-    elif isinstance(os_error, OSError) and os_error.errno:
-        detail = f"{os.strerror(os_error.errno)} ({exc})"
-    return MemberUnreachable(f"{url}: {detail}", url=url, cause=cause)
-
-
-def _http_error(response: aiohttp.ClientResponse, url: str) -> MemberHTTPError:
-    status = response.status
-    message = f"{url}: member answered HTTP {status}"
-    detail = f"reason phrase {response.reason!r}" if response.reason else ""
-    location = response.headers.get("Location")
-    if 300 <= status < 400:
-        message += " (redirect not followed)"
-        if location:
-            detail += f"{', ' if detail else ''}Location {location[:200]!r}"
-    return MemberHTTPError(status, message, url=url, detail=detail)
 
 
 class HubClient:
@@ -205,7 +153,7 @@ class HubClient:
                     timeout=aiohttp.ClientTimeout(total=timeout),
                 ) as response:
                     if 300 <= response.status < 400:
-                        raise _http_error(response, url)
+                        raise http_error(response, url)
                     if response.content_length is not None and response.content_length > limit:
                         response.close()
                         raise MemberResponseError(
@@ -223,7 +171,7 @@ class HubClient:
         except aiohttp.ClientResponseError as exc:  # the member's HTTP itself is malformed
             raise MemberResponseError(f"{url}: invalid HTTP answer", url=url, detail=str(exc.message)[:200]) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _unreachable(exc, url, timeout) from exc
+            raise unreachable(exc, url, timeout) from exc
 
     # -- the build event stream -------------------------------------------------------
 
@@ -266,146 +214,5 @@ class HubClient:
             del request_headers[name]
         request_headers["Accept"] = "text/event-stream"
         request_headers["Cache-Control"] = "no-cache"
-        return BuildStream(self, url, request_headers, connect_timeout, stall_timeout)
+        return BuildStream(self.session, url, request_headers, connect_timeout, stall_timeout, self.max_event_size)
 
-
-class _StreamState:
-    """What the event generator and its BuildStream share (the generator must not
-    reference the BuildStream, or dropping an unfinished stream would leave a cycle
-    that only the cyclic GC collects, keeping the upstream connection open)."""
-
-    __slots__ = ("response", "decoder")
-
-    def __init__(self) -> None:
-        self.response: aiohttp.ClientResponse | None = None
-        self.decoder: SSEDecoder | None = None
-
-
-class BuildStream:
-    """Async iterator of a member's build events; also an async context manager.
-
-    Raises (from iteration) `MemberUnreachable`, `MemberHTTPError`, `MemberResponseError`,
-    `MemberStalled` or `MemberStreamEnded` as described in the module docstring.
-    `decoder` exposes the underlying `SSEDecoder` (e.g. its `comments` count) once
-    the stream is open. A stream dropped unfinished without `aclose()` is still closed
-    (by the event loop's async-generator finaliser), but only `async with`/`aclose()`
-    close it deterministically.
-    """
-
-    def __init__(
-        self,
-        client: HubClient,
-        url: str,
-        headers: Mapping[str, str],
-        connect_timeout: float,
-        stall_timeout: float | None,
-    ) -> None:
-        self.url = url
-        self._state = _StreamState()
-        self._gen = _stream_events(
-            client.session, url, dict(headers), connect_timeout, stall_timeout, client.max_event_size, self._state
-        )
-
-    @property
-    def decoder(self) -> SSEDecoder | None:
-        return self._state.decoder
-
-    @property
-    def response(self) -> aiohttp.ClientResponse | None:
-        return self._state.response
-
-    def __aiter__(self) -> "BuildStream":
-        return self
-
-    async def __anext__(self) -> BuildEvent:
-        return await self._gen.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop iterating and close the upstream connection (idempotent)."""
-        await self._gen.aclose()
-        if self._state.response is not None:
-            self._state.response.close()
-
-    async def __aenter__(self) -> "BuildStream":
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
-async def _open_stream(
-    session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], timeout: float
-) -> aiohttp.ClientResponse:
-    try:
-        async with asyncio.timeout(timeout):
-            response = await session.get(
-                URL(url, encoded=True),
-                headers=headers,
-                allow_redirects=False,
-                # No total/read limit: builds can take an hour; stalls are ours to detect.
-                timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeout, sock_read=None),
-            )
-    except aiohttp.ClientResponseError as exc:
-        raise MemberResponseError(f"{url}: invalid HTTP answer", url=url, detail=str(exc.message)[:200]) from exc
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise _unreachable(exc, url, timeout) from exc
-    if response.status != 200:
-        response.close()
-        raise _http_error(response, url)
-    content_type = response.headers.get("Content-Type", "")
-    if content_type.split(";")[0].strip().lower() != "text/event-stream":
-        response.close()
-        raise MemberResponseError(
-            f"{url}: expected a text/event-stream answer", url=url, detail=f"Content-Type {content_type[:100]!r}"
-        )
-    return response
-
-
-async def _stream_events(
-    session: aiohttp.ClientSession,
-    url: str,
-    headers: Mapping[str, str],
-    connect_timeout: float,
-    stall: float | None,
-    max_size: int,
-    state: _StreamState,
-) -> AsyncIterator[BuildEvent]:
-    try:
-        response = state.response = await _open_stream(session, url, headers, connect_timeout)
-        decoder = state.decoder = SSEDecoder(max_line_size=max_size, max_event_size=max_size)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + stall if stall is not None else None
-        while True:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    chunk = await response.content.readany()
-            except TimeoutError:
-                raise MemberStalled(f"{url}: event stream silent for more than {stall:g}s", url=url) from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise MemberStreamEnded(
-                    f"{url}: connection lost during the event stream ({exc or type(exc).__name__})", url=url
-                ) from exc
-            if not chunk:
-                raise MemberStreamEnded(f"{url}: member closed the event stream before a ready or failed event", url=url)
-            try:
-                items = decoder.feed(chunk)
-            except EventStreamError as exc:
-                raise MemberResponseError(f"{url}: malformed event stream: {exc}", url=url) from exc
-            for item in items:
-                if isinstance(item, Comment):
-                    continue
-                try:
-                    event = BuildEvent.from_data(item.data)
-                except MemberResponseError as exc:
-                    raise MemberResponseError(f"{url}: {exc}", url=url, detail=exc.detail) from exc
-                yield event
-                if event.terminal:
-                    return
-            if items and stall is not None:
-                # Time spent by the consumer between our yields is not member silence.
-                deadline = loop.time() + stall
-    finally:
-        if state.response is not None:
-            state.response.close()

@@ -39,7 +39,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from .client import MemberHTTPError, MemberStalled, MemberStreamEnded, MemberUnreachable
+from .member_errors import MemberHTTPError, MemberStalled, MemberStreamEnded, MemberUnreachable
 from .models import BuildEvent, MemberError
 
 __all__ = ["FailureCause", "InfraFailure", "classify_failure"]
@@ -81,7 +81,7 @@ _UNREACHABLE_DETAIL = {
 
 def classify_failure(item: BuildEvent | BaseException) -> InfraFailure | None:
     """An `InfraFailure` if `item` (a build event or an error raised by a
-    `hub.client.BuildStream`) is the member's infrastructure failing; else None."""
+    `hub.build_stream.BuildStream`) is the member's infrastructure failing; else None."""
     if isinstance(item, BuildEvent):
         return _classify_event(item)
     if isinstance(item, MemberUnreachable):
