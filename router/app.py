@@ -20,7 +20,7 @@ from health.report_ingest import RedisReportInbox, ReportIngest
 from hub.client import HubClient
 from hub.resolver import GuardedResolver
 
-from . import admin, api, badges, landing, launch, launch_page, relay, sources, status
+from . import active_streams, admin, api, badges, landing, launch, launch_page, sources, status
 from .context import CONTEXT, RouterContext
 from .malformed import MalformedRequestLog
 from .metrics import Metrics
@@ -90,7 +90,7 @@ def create_app(
     admin.setup(app, config.admin)
     app[sources.SOURCES] = sources.RouterSources(app, config_path, sighup=sighup)
     app.cleanup_ctx.append(_lifecycle(probe))
-    relay.setup(app)  # after the store: relayed streams end before it closes
+    active_streams.setup(app)  # after the store: relayed streams end before it closes
     app.cleanup_ctx.append(sources.lifecycle)  # after the store and prober: stopped before them
     landing.setup(app)  # the catch-all (landing: proxy), after every other route
     return app

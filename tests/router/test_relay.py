@@ -14,7 +14,8 @@ from federation.members import Member, Override
 from hub.events import Comment, Event, SSEDecoder
 from hub.failures import FailureCause
 from router.clients import trusted_networks
-from router.relay import STREAMS, forwarded_headers
+from router.active_streams import STREAMS
+from router.clients import forwarded_headers
 from tests.conftest import member_of
 from tests.support.replay_member import FIXTURE, RECORDED_HUB, ReplayMember
 from tests.support.streams import (COOKIE, LAUNCH, mark_healthy, phases, read_events, sticky, sticky_member,
