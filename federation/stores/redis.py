@@ -297,6 +297,8 @@ class RedisBackend(Store):
         version = await self.scripts["put_statuses"](
             keys=[self._k_status, self._k_inflight_members, self._k_versions], args=args)
         self.snap.wrote("status", int(version), {status.name: status for status in statuses})
+        for member, seen in settled.items():
+            self.snap.settled(member, int(seen))
 
     async def statuses(self) -> dict[str, MemberStatus]:
         return await self.mirror.statuses(await self.redis.hgetall(self._k_status))
@@ -304,6 +306,7 @@ class RedisBackend(Store):
     async def settle_in_flight(self, member: str, seen: int) -> None:
         await self.scripts["settle"](keys=[self._k_inflight + member, self._k_inflight_members, self._k_versions],
                                      args=[repr(self.clock()), max(int(seen), 0), member])
+        self.snap.settled(member, int(seen))
 
     async def in_flight(self) -> dict[str, int]:
         raw = await self.scripts["in_flight"](keys=[self._k_inflight_members], args=[repr(self.clock()),

@@ -90,6 +90,20 @@ class Snapshot:
         if own_expiry is not None:
             heapq.heappush(entry.own, own_expiry)
 
+    def settled(self, member: str, seen: int) -> None:
+        """This replica released `seen` of `member`'s launches (a failed attempt, or the
+        prober seeing them as pods). Redis pops the soonest to expire, whoever's they are;
+        here as many of this replica's own go, the soonest first, or a released one would
+        count the member down again when it expires. (Should Redis have popped another
+        replica's instead, this replica counts one too many until the next refresh: the
+        safe side.)"""
+        entry = self._counts.get(member)
+        if entry is None or seen <= 0:
+            return
+        entry.base = max(entry.base - seen, 0)
+        for _ in range(min(seen, len(entry.own))):
+            heapq.heappop(entry.own)
+
     def refreshed_counts(self, counts: Mapping[str, int], version: int, now: float) -> None:
         """A refresh counted every member's live launches at `version`."""
         for member in self._counts.keys() | counts.keys():

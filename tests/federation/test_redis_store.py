@@ -183,6 +183,24 @@ async def test_a_launch_is_one_round_trip(redis_url, stores, monkeypatch):
     assert not store.degraded
 
 
+async def test_a_settled_launch_leaves_this_replicas_count_at_once_and_only_once(redis_url, stores):
+    """A failed attempt released by this replica is out of its next decision (not a refresh
+    later), and its expiry does not count the member down a second time after a refresh."""
+    clock = FakeClock()
+    store = await stores(redis_url, clock=clock, key_prefix="settle-once:", refresh_period=60)
+    await store.record_launch("m0", 10)    # the attempt that fails over
+    await store.record_launch("m0", 100)   # a launch still starting
+    assert (await store.launch_state("gh/x/y")).in_flight == {"m0": 2}
+    await store.settle_in_flight("m0", 1)
+    assert (await store.launch_state("gh/x/y")).in_flight == {"m0": 1}
+    await store.backend.refresh(whole=False)
+    clock.advance(20)   # past the settled attempt's expiry
+    assert (await store.launch_state("gh/x/y")).in_flight == {"m0": 1}
+    assert await store.in_flight() == {"m0": 1}   # what Redis itself counts
+    clock.advance(100)
+    assert (await store.launch_state("gh/x/y")).in_flight == {}
+
+
 async def test_a_repository_not_read_lately_costs_one_more_round_trip(redis_url, stores, monkeypatch):
     store = await stores(redis_url, refresh_period=60)
     await store.learn_image("gh/new/repo", "m1", 600)
