@@ -33,9 +33,9 @@ from federation.members import Member
 from federation.membership import MembershipSnapshot
 from federation.placement.decision import Decision, why_not
 from federation.placement.place import place
+from federation.placement.view import FederationView
 from federation.spec import LaunchRequest
 from federation.stores.protocol import REPO_CAP, RecordResult
-from federation.placement.view import FederationView
 
 from . import limits
 from .context import RouterContext
