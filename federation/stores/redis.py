@@ -34,7 +34,10 @@ minute.
 
 Round trips
 -----------
-A launch costs one round trip: `record_launch`, one ``EVALSHA``. `launch_state(repo_key)`
+A launch costs one round trip at most: `record_launch`, one ``EVALSHA``, shared by every
+launch that reaches its record step in the same turn of the event loop (a burst of
+requests; `federation.stores.batch`): the script records them one after the other, each
+checked and counted atomically as if it came alone, and answers each. `launch_state(repo_key)`
 is answered from a local snapshot (`federation.stores.snapshot`, see "Freshness"), so it
 sends nothing, except for a repository whose image holders were not read in the last
 `holders_ttl` seconds: then one ``EVALSHA`` reads them. The record script adds the launch
@@ -98,6 +101,7 @@ from typing import Any, Mapping, Sequence
 from hub.tasks import BackgroundService
 
 from ..members import MemberStatus, Override
+from .batch import Batch
 from .fallback import FallbackStore
 from .journal import Journal, event_json, event_ms
 from .memory import MemoryStore
@@ -159,6 +163,8 @@ class RedisBackend(Store):
         self._k_launches, self._k_rate, self._k_lease = p + "launches", p + "rate:", p + "lease:"
         self._k_repo_inflight, self._k_minute, self._k_versions = p + "repo-inflight:", p + "launch-minute:", p + "versions"
         self.scripts = {name: self.redis.register_script(source(name)) for name in SCRIPTS}
+        # The record steps of one turn of the event loop, one EVALSHA (federation.stores.batch).
+        self.records: Batch[list[str], list[Any]] = Batch(self._record_launches)
 
     def describe(self) -> str:
         return self.target.describe()
@@ -178,6 +184,7 @@ class RedisBackend(Store):
         await self.refresh(whole=True)
 
     async def aclose(self) -> None:
+        await self.records.aclose()
         for client in [self.redis, *(self.sentinel.sentinels if self.sentinel is not None else ())]:
             try:
                 await client.aclose()
@@ -248,15 +255,13 @@ class RedisBackend(Store):
         repo = repo_key or (event.get("repo_key") if event is not None else None)
         repo = repo if isinstance(repo, str) and repo else None
         minute = event_minute(event, now) if event is not None else int(now // 60)
-        keys = [self._k_inflight + member, self._k_inflight_members, self._k_launches,
-                self._k_minute + str(minute), self._k_versions, self._k_image + (repo or "")]
-        args = [member, uuid.uuid4().hex, repr(expiry), _gc_ms(ttl), event_json(event) if event is not None else "",
-                event_ms(event) if event is not None else 0, self.log_length, "" if limit is None else int(limit),
-                repr(now), _gc_ms(MINUTES_KEPT * 60), "1" if repo else ""]
-        if repo_key is not None:
-            keys.append(self._k_repo_inflight + repo_key)
-            args += [repr(now + repo_ttl), _gc_ms(repo_ttl), "" if repo_cap is None else int(repo_cap)]
-        code, count, version, holders, repo_n = await self.scripts["record_launch"](keys=keys, args=args)
+        counted_repo = repo_key is not None
+        launch = [member, uuid.uuid4().hex, repr(expiry), str(_gc_ms(ttl)),
+                  event_json(event) if event is not None else "", str(event_ms(event) if event is not None else 0),
+                  "" if limit is None else str(int(limit)), str(minute), repo or "",
+                  repo_key or "", repr(now + repo_ttl) if counted_repo else "",
+                  str(_gc_ms(repo_ttl)) if counted_repo else "", "" if repo_cap is None else str(int(repo_cap))]
+        code, count, version, holders, repo_n = await self.records.submit(launch)
         code, count = int(code), int(count)
         if repo:
             self.snap.set_holders(repo, [(m, float(s)) for m, s in pairs(holders)])
@@ -269,6 +274,12 @@ class RedisBackend(Store):
         # Mirrored, so the fallback knows this replica's launches if Redis goes away.
         await self.local.record_launch(member, ttl, event, repo_key=repo_key, repo_ttl=repo_ttl)
         return COUNTED
+
+    async def _record_launches(self, launches: list[list[str]]) -> list[list[Any]]:
+        return await self.scripts["record_launch"](
+            keys=[self._k_inflight_members, self._k_launches, self._k_versions],
+            args=[json.dumps(launches), self.key_prefix, repr(self.clock()), self.log_length,
+                  _gc_ms(MINUTES_KEPT * 60)])
 
     async def limit_launch(self, rates: Sequence[RateCheck], repo_key: str | None) -> LimitState:
         now = self.clock()

@@ -25,7 +25,7 @@ from federation.members import Member, MemberState, MemberStatus, Override
 from federation.stores.redis import RedisStore
 from federation.stores.redis_url import RedisTarget, parse_redis_url
 from federation.stores.factory import open_store
-from federation.stores.protocol import LimitState, RateCheck
+from federation.stores.protocol import MEMBER_FULL, LimitState, RateCheck
 from tests.conftest import fast_config, member_states
 from tests.support.redis_proc import RedisProcess, free_port
 from tests.support.clock import T0, FakeClock
@@ -180,6 +180,26 @@ async def test_a_launch_is_one_round_trip(redis_url, stores, monkeypatch):
     state = await store.launch_state("gh/x/y")
     assert state.in_flight == {"m0": 1, "m1": 1, "m2": 1}
     assert state.holders == {f"m{i}" for i in range(5)} and set(state.statuses) == {f"m{i}" for i in range(5)}
+    assert not store.degraded
+
+
+async def test_concurrent_launches_share_one_round_trip_and_each_is_checked_atomically(redis_url, stores,
+                                                                                         monkeypatch):
+    """Launches reaching their record step in one turn of the event loop (a burst of requests)
+    go to Redis in one EVALSHA, and the member's room still holds exactly, launch by launch."""
+    store = await stores(redis_url, key_prefix="batched:", refresh_period=60)
+    counter = SendCounter(monkeypatch)
+    counter.active = True
+    results = await asyncio.gather(*(
+        store.record_launch("m0", 300, {"timestamp": time.time(), "member": "m0", "repo_key": f"gh/x/r{i % 3}"},
+                            limit=5, repo_key=f"gh/x/r{i % 3}", repo_ttl=300, repo_cap=100)
+        for i in range(30)))
+    counter.active = False
+    assert [bool(r) for r in results] == [True] * 5 + [False] * 25   # in the order they came
+    assert {r.refused for r in results[5:]} == {MEMBER_FULL}
+    assert len(counter.sent) == 1 and b"EVALSHA" in counter.sent[0].upper()
+    assert (await store.launch_state("gh/x/r0")).in_flight == {"m0": 5} and await store.in_flight() == {"m0": 5}
+    assert len(await store.recent_launches(0)) == 5   # one log entry per counted launch
     assert not store.degraded
 
 
@@ -414,9 +434,16 @@ async def test_degrades_and_recovers_when_redis_stops(private_redis, stores, cap
     await eventually(recovered, timeout=10, interval=0.05, what="the store to recover")
     assert any(r.getMessage().startswith("store recovered") for r in caplog.records)
     # b made no call while Redis was down (its background refresh noticed the outage): once
-    # it has recovered too, it reads what a pushed back.
+    # it has recovered too, it reads what a pushed back, within its freshness bound (b may
+    # have recovered, and read Redis, before a's push went in).
     await eventually(lambda: not b.degraded, timeout=10, interval=0.05, what="b to recover")
-    state = await b.launch_state("gh/new/repo")
+
+    async def pushed_back() -> Any:
+        state = await b.launch_state("gh/new/repo")
+        return state if state.in_flight.get("m2") == 1 and "m1" in state.overrides else None
+
+    state = await eventually(pushed_back, timeout=b.freshness_bound + 2, interval=0.05,
+                             what="a's pushed-back writes in b's snapshot")
     assert state.statuses["m1"].state == MemberState.UNHEALTHY
     assert state.in_flight.get("m2") == 1
     assert state.holders == {"m1"}

@@ -1,44 +1,59 @@
 -- uses: add_event, extend_ttl
--- KEYS: inflight:<member>, inflight-members, launches, launch-minute:<minute>, versions, image:<repo>
---       [, repo-inflight:<repo key>]
--- ARGV: member, launch id, expiry, gc ttl ms, event JSON ('' = none), event ms, maxlen,
---       limit ('' = none), now, minute counter gc ttl ms, read holders ('' = no)
---       [, repo expiry, repo gc ttl ms, repo cap ('' = none)]
--- Returns {code, the member's live launches (-1: not read), the in-flight version, the
--- holders of image:<repo> (member, expiry pairs), the repository's launches}: code 1 when
--- recorded; 0 (nothing recorded) when `limit` launches of the member are already in
--- flight; 2 when `repo cap` launches of the repository are.
-local function reply(code, count, repo_n)
-  local holders = {}
-  if ARGV[11] ~= '' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', ARGV[9])
-    holders = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
+-- KEYS: inflight-members, launches, versions
+-- ARGV: the launches (JSON array), key prefix, now, maxlen, minute counter gc ttl ms
+-- A launch (a JSON array of strings; '' = none): member, launch id, expiry, gc ttl ms,
+--   event JSON, event ms, limit, event minute, repo whose holders to return,
+--   repo key counted towards its cap, repo expiry, repo gc ttl ms, repo cap
+-- Launches are recorded one after the other, each check and count one atomic step.
+-- Returns one reply per launch, in order: {code, the member's live launches (-1: not
+-- read), the in-flight version, the holders of the repo (member, expiry pairs), the
+-- repository's launches}: code 1 when recorded; 0 (nothing recorded) when `limit`
+-- launches of the member are already in flight; 2 when `repo cap` launches of the
+-- repository are.
+local prefix, now, maxlen, minute_gc = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+local function record(l)
+  local function reply(code, count, repo_n)
+    local holders = {}
+    if l[9] ~= '' then
+      local image = prefix .. 'image:' .. l[9]
+      redis.call('ZREMRANGEBYSCORE', image, '-inf', now)
+      holders = redis.call('ZRANGE', image, 0, -1, 'WITHSCORES')
+    end
+    return {code, count, redis.call('HGET', KEYS[3], 'inflight') or '0', holders, repo_n}
   end
-  return {code, count, redis.call('HGET', KEYS[5], 'inflight') or '0', holders, repo_n}
-end
-if KEYS[7] then
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[9])
-  if ARGV[14] ~= '' then
-    local running = redis.call('ZCARD', KEYS[7])
-    if running >= tonumber(ARGV[14]) then return reply(2, -1, running) end
+  local repo = nil
+  if l[10] ~= '' then
+    repo = prefix .. 'repo-inflight:' .. l[10]
+    redis.call('ZREMRANGEBYSCORE', repo, '-inf', now)
+    if l[13] ~= '' then
+      local running = redis.call('ZCARD', repo)
+      if running >= tonumber(l[13]) then return reply(2, -1, running) end
+    end
   end
+  local inflight = prefix .. 'inflight:' .. l[1]
+  redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
+  if l[7] ~= '' then
+    local n = redis.call('ZCARD', inflight)
+    if n >= tonumber(l[7]) then return reply(0, n, 0) end
+  end
+  redis.call('ZADD', inflight, l[3], l[2])
+  redis.call('SADD', KEYS[1], l[1])
+  redis.call('HINCRBY', KEYS[3], 'inflight', 1)
+  extend_ttl(inflight, l[4])
+  if l[5] ~= '' then
+    add_event(KEYS[2], l[6], l[5], maxlen)
+    local minute = prefix .. 'launch-minute:' .. l[8]
+    redis.call('INCR', minute)
+    redis.call('PEXPIRE', minute, minute_gc)
+  end
+  if repo then
+    redis.call('ZADD', repo, l[11], l[2])
+    extend_ttl(repo, l[12])
+  end
+  return reply(1, redis.call('ZCARD', inflight), 0)
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[9])
-if ARGV[8] ~= '' then
-  local n = redis.call('ZCARD', KEYS[1])
-  if n >= tonumber(ARGV[8]) then return reply(0, n, 0) end
-end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[5], 'inflight', 1)
-extend_ttl(KEYS[1], ARGV[4])
-if ARGV[5] ~= '' then
-  add_event(KEYS[3], ARGV[6], ARGV[5], ARGV[7])
-  redis.call('INCR', KEYS[4])
-  redis.call('PEXPIRE', KEYS[4], ARGV[10])
-end
-if KEYS[7] then
-  redis.call('ZADD', KEYS[7], ARGV[12], ARGV[2])
-  extend_ttl(KEYS[7], ARGV[13])
-end
-return reply(1, redis.call('ZCARD', KEYS[1]), 0)
+
+local replies = {}
+for i, launch in ipairs(cjson.decode(ARGV[1])) do replies[i] = record(launch) end
+return replies
