@@ -1,6 +1,6 @@
 """Instructions per redirect, counted by valgrind's callgrind: stable on a busy machine.
 
-    python -m benchmarks.instructions [--members 3] [--store memory://] [--requests 1000]
+    python -m benchmarks.instructions [--members 3] [--store memory://] [--requests 1000] [--keep DIR]
 
 Not part of `make bench` (valgrind runs the server some 50x slower). Wall-clock and
 CPU-time figures move with whatever else the machine runs; an instruction count does
@@ -73,8 +73,9 @@ def _total(out: Path) -> int:
     raise RuntimeError(f"no totals in {dumps[-1]}")
 
 
-def count(args: list[str], requests: int, repos: int = 1000) -> float:
-    """Instructions per launch of one `benchmarks.target` server under callgrind."""
+def count(args: list[str], requests: int, repos: int = 1000, keep: Path | None = None) -> float:
+    """Instructions per launch of one `benchmarks.target` server under callgrind; with
+    `keep`, its dumps are copied there (for `callgrind_annotate`: where they went)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         proc = subprocess.Popen(
@@ -95,7 +96,13 @@ def count(args: list[str], requests: int, repos: int = 1000) -> float:
                 raise RuntimeError(f"{args[0]}: only {answered} of {requests} launches answered with a 307")
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
             time.sleep(0.5)
-            return _total(out) / answered
+            total = _total(out)
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                name = "-".join(a.strip("-").replace("/", "_").replace(":", "") for a in args)
+                for dump in out.parent.glob(out.name + "*"):
+                    shutil.copy(dump, keep / f"{name}.{dump.name}")
+            return total / answered
         finally:
             proc.terminate()
             try:
@@ -111,15 +118,17 @@ def main() -> int:
     parser.add_argument("--store", default="memory://")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--no-ceiling", action="store_true", help="count the router only")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="copy the callgrind dumps to DIR, to read with callgrind_annotate")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (with callgrind_control) is not installed", file=sys.stderr)
         return 2
     rows = []
     if not args.no_ceiling:
-        rows.append(["bare-aiohttp ceiling", "-", f"{count(['ceiling'], args.requests):,.0f}"])
+        rows.append(["bare-aiohttp ceiling", "-", f"{count(['ceiling'], args.requests, keep=args.keep):,.0f}"])
     for members in args.members or [3, 1000]:
-        per = count(["router", "--members", str(members), "--store", args.store], args.requests)
+        per = count(["router", "--members", str(members), "--store", args.store], args.requests, keep=args.keep)
         rows.append([f"router ({args.store})", members, f"{per:,.0f}"])
     print(table(f"Instructions per redirect (callgrind, {args.requests:,} launches after {WARMUP} of warm-up)",
                 ["server", "members", "instructions/redirect"], rows))
