@@ -22,6 +22,11 @@ class MemoryStore(Store):
         super().__init__(clock)
         self._statuses: dict[str, MemberStatus] = {}
         self._in_flight: dict[str, collections.deque[float]] = {}   # member -> expiry times, oldest first
+        # Kept as launches come and go, so a launch's read costs a dict copy, not a pass
+        # over every member with launches: the live count of each such member, and when
+        # each launch expires (a heap of (expiry, member)).
+        self._live: dict[str, int] = {}
+        self._expiries: list[tuple[float, str]] = []
         self._images: dict[str, dict[str, float]] = {}              # repo key -> member -> expiry
         self._overrides: dict[str, Override] = {}
         self._ejections: dict[str, float] = {}
@@ -56,8 +61,11 @@ class MemoryStore(Store):
             while expiries and expiries[0] <= now:
                 expiries.popleft()
             if len(expiries) >= limit:
+                self._recount(member)
                 return RecordResult(False, MEMBER_FULL)
         expiries.append(now + ttl)
+        self._live[member] = len(expiries)
+        heapq.heappush(self._expiries, (now + ttl, member))
         if event is not None:
             self._launches.append(dict(event))
             self._count_minute(event_minute(event, now))
@@ -114,26 +122,31 @@ class MemoryStore(Store):
         pending = self._in_flight.get(member)
         for _ in range(min(max(seen, 0), len(pending or ()))):
             pending.popleft()
+        self._recount(member)
 
     async def in_flight(self) -> dict[str, int]:
         return self._counts()
 
     def _counts(self) -> dict[str, int]:
         now = self.clock()
-        counts = {}
-        idle = []
-        for member, expiries in self._in_flight.items():
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            _, member = heapq.heappop(expiries)
+            pending = self._in_flight.get(member)
             # Expiry times are appended in order (ttl is constant per config), so the
             # expired ones sit at the left.
-            while expiries and expiries[0] <= now:
-                expiries.popleft()
-            if expiries:
-                counts[member] = len(expiries)
-            else:
-                idle.append(member)
-        for member in idle:  # so this loop covers members with launches in flight, not every member
-            del self._in_flight[member]
-        return counts
+            while pending and pending[0] <= now:
+                pending.popleft()
+            self._recount(member)
+        return dict(self._live)
+
+    def _recount(self, member: str) -> None:
+        pending = self._in_flight.get(member)
+        if pending:
+            self._live[member] = len(pending)
+        else:
+            self._live.pop(member, None)
+            self._in_flight.pop(member, None)
 
     async def learn_image(self, repo_key: str, member: str, ttl: float) -> None:
         self._images.setdefault(repo_key, {})[member] = self.clock() + ttl

@@ -46,6 +46,11 @@ class Snapshot:
         self.known: dict[str, int] = {kind: -1 for kind in KINDS}     # the versions `parts` hold
         self._written: dict[str, int] = {kind: -1 for kind in KINDS}  # the newest own write of each kind
         self._counts: dict[str, _Count] = {}
+        # What `in_flight` answers, kept as counts change, so that a launch's read is a dict
+        # copy rather than a pass over every member with launches: each member's live count,
+        # and when this replica's own launches expire (a heap of (expiry, member)).
+        self._live: dict[str, int] = {}
+        self._expiries: list[tuple[float, str]] = []
         self.epoch = ""
         self.holders_ttl = holders_ttl
         self.holders_max = holders_max
@@ -89,6 +94,8 @@ class Snapshot:
             entry.base, entry.version = count, version
         if own_expiry is not None:
             heapq.heappush(entry.own, own_expiry)
+            heapq.heappush(self._expiries, (own_expiry, member))
+        self._recount(member, entry)
 
     def settled(self, member: str, seen: int) -> None:
         """This replica released `seen` of `member`'s launches (a failed attempt, or the
@@ -103,6 +110,7 @@ class Snapshot:
         entry.base = max(entry.base - seen, 0)
         for _ in range(min(seen, len(entry.own))):
             heapq.heappop(entry.own)
+        self._recount(member, entry)
 
     def refreshed_counts(self, counts: Mapping[str, int], version: int, now: float) -> None:
         """A refresh counted every member's live launches at `version`."""
@@ -114,9 +122,23 @@ class Snapshot:
                 entry.base, entry.version = counts.get(member, 0), version
             if entry.base <= 0 and not entry.own:
                 del self._counts[member]
+            self._recount(member, entry)
 
     def in_flight(self, now: float) -> dict[str, int]:
-        return {member: n for member, entry in self._counts.items() if (n := entry.live(now)) > 0}
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            _, member = heapq.heappop(expiries)
+            entry = self._counts.get(member)
+            if entry is not None:
+                entry.live(now)
+                self._recount(member, entry)
+        return dict(self._live)
+
+    def _recount(self, member: str, entry: _Count) -> None:
+        if entry.base > 0:
+            self._live[member] = entry.base
+        else:
+            self._live.pop(member, None)
 
     # -- image holders -----------------------------------------------------------------
     def holders(self, repo_key: str, now: float) -> frozenset[str] | None:

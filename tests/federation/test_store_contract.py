@@ -5,6 +5,8 @@ fixtures of tests/conftest.py (memory:// and a real redis-server)."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from federation.members import MemberState, MemberStatus, Override
@@ -143,6 +145,41 @@ async def test_settle_ignores_expired_launches(store, clock):
     clock.advance(1)                            # the first has expired, not yet swept
     await store.settle_in_flight("a", 1)        # one new pod: the live launch became it
     assert await store.in_flight() == {}
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_in_flight_counts_follow_launches_settles_and_expiry_in_any_order(store, clock, seed):
+    """Against a plain model, after every step of a random mix of launches (some with a
+    limit), settles and time passing: what a launch reads and what the store counts."""
+    rng = random.Random(seed)
+    model: dict[str, list[float]] = {}
+
+    def live() -> dict[str, int]:
+        for expiries in model.values():
+            expiries[:] = sorted(e for e in expiries if e > clock.now)
+        return {m: len(e) for m, e in model.items() if e}
+
+    for _ in range(60):
+        member = rng.choice(["a", "b", "c", "d"])
+        action = rng.random()
+        if action < 0.5:
+            limit = rng.choice([None, 1, 2, 3])
+            result = await store.record_launch(member, 10.0, limit=limit)
+            room = limit is None or live().get(member, 0) < limit
+            assert bool(result) == room
+            if room:
+                model.setdefault(member, []).append(clock.now + 10.0)
+        elif action < 0.7:
+            seen = rng.randint(0, 3)
+            await store.settle_in_flight(member, seen)
+            expiries = model.get(member, [])
+            live()
+            del expiries[:seen]
+        else:
+            clock.advance(rng.choice([0.5, 1.0, 3.0, 7.0]))
+        expected = live()
+        assert (await store.launch_state("gh/x/y")).in_flight == expected
+        assert await store.in_flight() == expected
 
 
 async def test_record_launch_appends_event(store):
