@@ -11,6 +11,11 @@ same way) runs under callgrind; after a warm-up the counters are zeroed
 connections, and the counters are dumped (`callgrind_control -d`): what the server
 executed for those requests, event loop and socket I/O included, divided by their
 number.
+
+With `--store redis://...`, give it an empty database (`redis-cli -n N flushdb`): what an
+earlier run left there (a thousand members' statuses) is read by every refresh. The
+Redis figures also move by about 5% between runs, since the store's refresh is paced by
+the clock, and valgrind's pace by what else the machine runs.
 """
 
 from __future__ import annotations
