@@ -19,19 +19,23 @@ How a launch is placed (DESIGN.md, "Placement"), one step after the other:
 
 Placement computes on a `MemberTable`, the view's members as numpy arrays, and scores
 all members with a few vector operations: the decision stays well under a millisecond
-at a thousand members (`make bench`).
+at a thousand members (`make bench`). For up to `SMALL` members (the typical federation
+has three) it computes the same on Python lists instead (`Context.small`), since there
+a numpy call costs more than the loop it replaces; tests/federation/test_small_path.py
+holds the two to the same decisions.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Any, Sequence
 
 from .decision import Decision, Lazy, candidates
 from .panic import panic
 from .ranking import Context, Placeable
 from .settings import DataRule, PolicySettings
 from .strategies import STRATEGIES
+from .table import SMALL, MemberTable
 from .view import FederationView
 
 TIERS = ("data", "cache", "affinity")
@@ -47,6 +51,28 @@ def data_site(request: Placeable, rules: Sequence[DataRule]) -> str | None:
         if rule.pattern.match(key):
             return rule.site
     return None
+
+
+def admissibility(table: MemberTable, headroom: int, now: float, small: bool) -> tuple[Any, Any]:
+    """Who is admissible, by the rules of why_not(): (ok by member, admissible positions).
+
+    Lists for a few members (`small`), else arrays: written as a loop over the members,
+    this alone would cost more than a whole decision may at a thousand, while on a few
+    members each numpy call costs more than the loop."""
+    ejections = table.last_ejection_end > now
+    if small:
+        few = table.few
+        assert few is not None
+        ok = [
+            ready and spare - flying > headroom and (not ejections or until <= now)
+            for ready, spare, flying, until in zip(few.ready, few.spare, table.in_flight_list, few.ejected_until)
+        ]
+        return ok, [i for i, good in enumerate(ok) if good]
+    ok = table.spare - table.in_flight > headroom
+    ok &= table.ready
+    if ejections:
+        ok &= table.ejected_until <= now
+    return ok, ok.nonzero()[0]
 
 
 def place(
@@ -68,22 +94,16 @@ def place(
     headroom = settings.pod_headroom
     table = view.table
 
-    # Admissibility, the rules of why_not() on arrays: written as a loop over the
-    # members, this alone would cost more than a whole decision may.
-    in_flight = table.in_flight
-    ok = table.spare - in_flight > headroom
-    ok &= table.ready
-    if table.last_ejection_end > now:
-        ok &= table.ejected_until <= now
-    admissible = ok.nonzero()[0]
-    ctx = Context(view, settings, request, site, table, ok, admissible, table.pods + in_flight)
+    small = len(table.names) <= SMALL and table.few is not None
+    ok, admissible = admissibility(table, headroom, now, small)
+    ctx = Context(view, settings, request, site, table, small, ok, admissible)
     if not len(admissible):
         return panic(ctx)
 
     ranking = strategy.rank(ctx, rng)
     for step in strategy.steps:
         ranking = step(ctx, ranking)
-    first = ranking.first(admissible)
+    first = ranking.first(ctx)
     labels = ranking.labels
     reason = "spill" if ranking.spilled else labels[ranking.group[first]]
     if sticky is not None:
@@ -92,7 +112,7 @@ def place(
             first, reason = chosen, "cookie"
 
     def order() -> list[int]:
-        ordered: list[int] = ranking.order(admissible).tolist()
+        ordered: list[int] = ranking.order(ctx.admissible).tolist()
         if ordered[0] != first:  # a sticky cookie
             ordered.remove(first)
             ordered.insert(0, first)
@@ -100,7 +120,7 @@ def place(
 
     def tiers() -> dict[int, str]:
         group = ranking.group
-        named = ((i, labels[group[i]]) for i in admissible.tolist())
+        named = ((i, labels[group[i]]) for i in ctx.admissible_list)
         return {i: label for i, label in named if label in TIERS}
 
     names = table.names
