@@ -85,9 +85,12 @@ def load_bound(ctx: Context) -> float | None:
     if ctx.small:  # a few members: sums in Python cost less than the numpy calls
         few = table.few
         assert few is not None
-        counted = [i for i in ctx.admissible_list if few.has_quota[i]]
-        quota = sum([few.quota[i] for i in counted])
-        pods = sum([few.pods[i] for i in counted]) + sum([table.in_flight_list[i] for i in counted])
+        has_quota, quotas, used = few.has_quota, few.quota, ctx.used_list
+        quota = pods = 0
+        for i in ctx.admissible_list:
+            if has_quota[i]:
+                quota += quotas[i]
+                pods += used[i]
     else:
         counted_mask = ctx.ok & table.has_quota
         quota, pods = (table.quota_pods @ counted_mask).tolist()

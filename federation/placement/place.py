@@ -63,11 +63,13 @@ def admissibility(table: MemberTable, headroom: int, now: float, small: bool) ->
     if small:
         few = table.few
         assert few is not None
-        ok = [
-            ready and spare - flying > headroom and (not ejections or until <= now)
-            for ready, spare, flying, until in zip(few.ready, few.spare, table.in_flight_list, few.ejected_until)
-        ]
-        return ok, [i for i, good in enumerate(ok) if good]
+        ok, admissible = [], []
+        for i, flying in enumerate(table.in_flight_list):
+            good = few.ready[i] and few.spare[i] - flying > headroom and (not ejections or few.ejected_until[i] <= now)
+            ok.append(good)
+            if good:
+                admissible.append(i)
+        return ok, admissible
     ok = table.spare - table.in_flight > headroom
     ok &= table.ready
     if ejections:

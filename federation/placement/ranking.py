@@ -14,13 +14,12 @@ functions `(ctx, ranking) -> Ranking` of the same shape.
 from __future__ import annotations
 
 import random
-from functools import cached_property
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from .settings import PolicySettings
-from .table import MemberTable
+from .table import MemberTable, once
 from .view import FederationView
 
 
@@ -58,27 +57,27 @@ class Context:
         else:
             self.ok, self.admissible = ok, admissible
 
-    @cached_property
+    @once
     def ok(self) -> np.ndarray:  # bool: admissible
         return np.array(self.ok_list, dtype=bool).reshape(len(self.ok_list))
 
-    @cached_property
+    @once
     def admissible(self) -> np.ndarray:  # indices of the admissible members, view order
         return np.array(self.admissible_list, dtype=np.intp).reshape(len(self.admissible_list))
 
-    @cached_property
+    @once
     def used(self) -> np.ndarray:  # int64: pods + in flight
         return self.table.pods + self.table.in_flight
 
-    @cached_property
+    @once
     def ok_list(self) -> list[bool]:
         return self.ok.tolist()
 
-    @cached_property
+    @once
     def admissible_list(self) -> list[int]:
         return self.admissible.tolist()
 
-    @cached_property
+    @once
     def used_list(self) -> list[int]:
         few = self.table.few
         if few is None:
@@ -138,8 +137,9 @@ class Ranking:
             if ctx.small:  # a few members: Python costs less than numpy calls
                 group = self.group_list()
                 members = ctx.admissible_list
-                top = min(group[i] for i in members)
-                best = [i for i in members if group[i] == top]
+                groups = [group[i] for i in members]
+                top = min(groups)
+                best = [i for i, g in zip(members, groups) if g == top]
                 if len(best) > 1:
                     keys = self.keys(best)
                     keys = keys if isinstance(keys, list) else keys.tolist()

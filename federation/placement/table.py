@@ -27,8 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import cached_property
-from typing import MutableMapping, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, MutableMapping, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -107,6 +106,23 @@ def rendezvous_scores(hashes: np.ndarray, weights: np.ndarray, repo_key: str) ->
     return scores
 
 
+class once:
+    """A computed attribute kept after its first read: `functools.cached_property` without
+    its lock (Python 3.11 takes one on every first read, which costs more than the lists
+    placement derives with it)."""
+
+    def __init__(self, compute: Callable[[Any], Any]):
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 class Few(NamedTuple):
     """A small table's arrays as Python lists: for up to `SMALL` members `place()` computes
     on these, since a numpy call on a tiny array costs more than the loop it replaces."""
@@ -146,12 +162,12 @@ class MemberTable:
     python_lists: tuple[list[int], list[float]]  # hashes and weights as Python numbers, for a few members
     few: Few | None                       # the arrays above as lists, for up to SMALL members (else None)
 
-    @cached_property
+    @once
     def in_flight(self) -> np.ndarray:
         """int64: launches sent there that the probe cannot show yet."""
         return np.array(self.in_flight_list, dtype=np.int64).reshape(len(self.names))
 
-    @cached_property
+    @once
     def in_flight_list(self) -> list[int]:
         return self.in_flight.tolist()
 
@@ -174,10 +190,22 @@ class MemberTable:
     def scores(self, repo_key: str, members: list[int] | None = None) -> list[float]:
         """`rendezvous_scores` one member at a time, as a list (for a few members)."""
         hashes, weights = self.python_lists
-        if members is not None:
-            hashes, weights = [hashes[i] for i in members], [weights[i] for i in members]
         r = key_hash(repo_key)
-        return [unit_score(fmix64(h ^ r), w) for h, w in zip(hashes, weights)]
+        scores = []
+        for i in range(len(hashes)) if members is None else members:
+            # unit_score(fmix64(h ^ r), w), inlined: the calls cost more than the arithmetic
+            h, w = hashes[i], weights[i]
+            if w <= 0:
+                scores.append(-math.inf)
+                continue
+            x = h ^ r
+            x ^= x >> 33
+            x = (x * _C1) & _MASK
+            x ^= x >> 33
+            x = (x * _C2) & _MASK
+            x ^= x >> 33
+            scores.append(w / -math.log(((x >> 11) + 0.5) * _UNIT))
+        return scores
 
     @classmethod
     def of(cls, views: Sequence[MemberView], hashes: MutableMapping[str, int] | None = None) -> MemberTable:
