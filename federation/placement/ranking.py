@@ -142,7 +142,7 @@ class Ranking:
                 best = [i for i, g in zip(members, groups) if g == top]
                 if len(best) > 1:
                     keys = self.keys(best)
-                    keys = keys if isinstance(keys, list) else keys.tolist()
+                    keys = keys if isinstance(keys, list) else np.asarray(keys).tolist()
                     self._first = best[keys.index(min(keys))]
                 else:
                     self._first = best[0]
