@@ -148,7 +148,7 @@ class Ranking:
                     self._first = best[0]
             else:
                 admissible = ctx.admissible
-                groups = np.asarray(self.group)[admissible]
+                groups = self.group[admissible]  # an array beyond a few members
                 best = admissible[groups == groups.min()]
                 self._first = int(best[np.argmin(self.keys(best))]) if len(best) > 1 else int(best[0])
         return self._first
