@@ -105,10 +105,11 @@ def load_bound(ctx: Context) -> float | None:
 
 
 def is_overloaded(ctx: Context, member: int, bound: float) -> bool:
-    few = ctx.table.few
-    if ctx.small and few is not None:
-        return few.has_quota[member] and ctx.used_list[member] > few.quota[member] * bound
     table = ctx.table
+    if ctx.small:
+        few = table.few
+        assert few is not None
+        return few.has_quota[member] and ctx.used_list[member] > few.quota[member] * bound
     return bool(table.has_quota[member]) and int(ctx.used[member]) > int(table.quota[member]) * bound
 
 
@@ -117,8 +118,9 @@ def overloaded(ctx: Context, bound: float) -> np.ndarray | list[bool] | None:
     a list for a few); None when nobody is, or when everybody is (bounded load never
     leaves nobody)."""
     table = ctx.table
-    few = table.few
-    if ctx.small and few is not None:
+    if ctx.small:
+        few = table.few
+        assert few is not None
         used = ctx.used_list
         over = [good and has and count > quota * bound
                 for good, has, count, quota in zip(ctx.ok_list, few.has_quota, used, few.quota)]

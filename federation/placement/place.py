@@ -28,7 +28,7 @@ holds the two to the same decisions.
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Sequence
 
 from .decision import Decision, Lazy, candidates
 from .panic import panic
@@ -53,28 +53,21 @@ def data_site(request: Placeable, rules: Sequence[DataRule]) -> str | None:
     return None
 
 
-def admissibility(table: MemberTable, headroom: int, now: float, small: bool) -> tuple[Any, Any]:
-    """Who is admissible, by the rules of why_not(): (ok by member, admissible positions).
+def admissible_few(table: MemberTable, headroom: int, now: float) -> tuple[list[bool], list[int]]:
+    """Admissibility for up to `SMALL` members, on lists: (ok by member, admissible positions).
 
-    Lists for a few members (`small`), else arrays: written as a loop over the members,
-    this alone would cost more than a whole decision may at a thousand, while on a few
-    members each numpy call costs more than the loop."""
+    The rules of why_not(), as `place()` applies them to arrays beyond SMALL members; on
+    a few members each numpy call costs more than this loop."""
+    few = table.few
+    assert few is not None
     ejections = table.last_ejection_end > now
-    if small:
-        few = table.few
-        assert few is not None
-        ok, admissible = [], []
-        for i, flying in enumerate(table.in_flight_list):
-            good = few.ready[i] and few.spare[i] - flying > headroom and (not ejections or few.ejected_until[i] <= now)
-            ok.append(good)
-            if good:
-                admissible.append(i)
-        return ok, admissible
-    ok = table.spare - table.in_flight > headroom
-    ok &= table.ready
-    if ejections:
-        ok &= table.ejected_until <= now
-    return ok, ok.nonzero()[0]
+    ok, admissible = [], []
+    for i, flying in enumerate(table.in_flight_list):
+        good = few.ready[i] and few.spare[i] - flying > headroom and (not ejections or few.ejected_until[i] <= now)
+        ok.append(good)
+        if good:
+            admissible.append(i)
+    return ok, admissible
 
 
 def place(
@@ -97,7 +90,16 @@ def place(
     table = view.table
 
     small = len(table.names) <= SMALL and table.few is not None
-    ok, admissible = admissibility(table, headroom, now, small)
+    if small:
+        ok, admissible = admissible_few(table, headroom, now)
+    else:
+        # Admissibility, the rules of why_not() on arrays: written as a loop over the
+        # members, this alone would cost more than a whole decision may.
+        ok = table.spare - table.in_flight > headroom
+        ok &= table.ready
+        if table.last_ejection_end > now:
+            ok &= table.ejected_until <= now
+        admissible = ok.nonzero()[0]
     ctx = Context(view, settings, request, site, table, small, ok, admissible)
     if not len(admissible):
         return panic(ctx)

@@ -56,6 +56,7 @@ class Context:
             self.ok_list, self.admissible_list = ok, admissible
         else:
             self.ok, self.admissible = ok, admissible
+            self.used = table.pods + table.in_flight  # needed by bounded load; derived later it costs more
 
     @once
     def ok(self) -> np.ndarray:  # bool: admissible
