@@ -128,7 +128,7 @@ def in_flight_limit(view: FederationView, name: str, headroom: int) -> int | Non
     i = table.index.get(name)
     if i is None or not table.has_quota[i]:
         return None
-    in_flight = int(table.in_flight[i])
+    in_flight = table.in_flight_of(i)
     free = int(table.quota[i]) - int(table.pods[i]) - in_flight - headroom
     if free <= 0:
         return None

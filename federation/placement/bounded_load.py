@@ -60,7 +60,7 @@ def bounded_load(ctx: Context, ranking: Ranking) -> Ranking:
         return ranking
     # The first choice stands whenever it is not overloaded itself: the whole
     # overloaded set is needed only when it is, or for the full order.
-    first = ranking.first(ctx.admissible)
+    first = ranking.first(ctx)
     if not is_overloaded(ctx, first, bound):
         ranking.demoted = lambda: overloaded(ctx, bound)
         ranking.overloaded = lambda i: is_overloaded(ctx, i, bound)
@@ -69,7 +69,11 @@ def bounded_load(ctx: Context, ranking: Ranking) -> Ranking:
     if over is None:  # everybody is overloaded: nobody is passed over
         return ranking
     # Overloaded members sit in the same groups again, after all the others.
-    group = ranking.group + over.view(np.int8) * np.int8(len(ranking.labels))
+    behind = len(ranking.labels)
+    if ctx.small:
+        group: list[int] | np.ndarray = [g + behind if o else g for g, o in zip(ranking.group_list(), over)]
+    else:
+        group = ranking.group + over.view(np.int8) * np.int8(behind)
     return Ranking(group, ranking.keys, ranking.labels * 2, spilled=True, overloaded=lambda i: bool(over[i]))
 
 
@@ -78,11 +82,22 @@ def load_bound(ctx: Context) -> float | None:
 
     None when no admissible member has a known quota."""
     table = ctx.table
-    counted = ctx.ok & table.has_quota
-    quota, pods = (table.quota_pods @ counted).tolist()
+    if ctx.small:  # a few members: sums in Python cost less than the numpy calls
+        few = table.few
+        assert few is not None
+        has_quota, quotas, used = few.has_quota, few.quota, ctx.used_list
+        quota = pods = 0
+        for i in ctx.admissible_list:
+            if has_quota[i]:
+                quota += quotas[i]
+                pods += used[i]
+    else:
+        counted_mask = ctx.ok & table.has_quota
+        quota, pods = (table.quota_pods @ counted_mask).tolist()
+        pods += int(table.in_flight @ counted_mask)
     if quota <= 0:
         return None
-    average = (pods + int(table.in_flight @ counted) + 1) / quota
+    average = (pods + 1) / quota
     epsilon = ctx.settings.epsilon
     grow = 1.0 + epsilon
     # Never below eps / (1 + eps): at low load affinity holds (module docstring).
@@ -91,13 +106,27 @@ def load_bound(ctx: Context) -> float | None:
 
 def is_overloaded(ctx: Context, member: int, bound: float) -> bool:
     table = ctx.table
+    if ctx.small:
+        few = table.few
+        assert few is not None
+        return few.has_quota[member] and ctx.used_list[member] > few.quota[member] * bound
     return bool(table.has_quota[member]) and int(ctx.used[member]) > int(table.quota[member]) * bound
 
 
-def overloaded(ctx: Context, bound: float) -> np.ndarray | None:
-    """Admissible members with a quota whose load ratio exceeds `bound`; None when
-    nobody is, or when everybody is (bounded load never leaves nobody)."""
+def overloaded(ctx: Context, bound: float) -> np.ndarray | list[bool] | None:
+    """Admissible members with a quota whose load ratio exceeds `bound` (bools by member,
+    a list for a few); None when nobody is, or when everybody is (bounded load never
+    leaves nobody)."""
     table = ctx.table
+    if ctx.small:
+        few = table.few
+        assert few is not None
+        used = ctx.used_list
+        over = [good and has and count > quota * bound
+                for good, has, count, quota in zip(ctx.ok_list, few.has_quota, used, few.quota)]
+        if not any(over) or all([over[i] for i in ctx.admissible_list]):
+            return None
+        return over
     # load ratio > bound, multiplied out: counted members have quota > 0
     over = ctx.used > table.quota * bound
     over &= ctx.ok

@@ -19,7 +19,10 @@ How a launch is placed (DESIGN.md, "Placement"), one step after the other:
 
 Placement computes on a `MemberTable`, the view's members as numpy arrays, and scores
 all members with a few vector operations: the decision stays well under a millisecond
-at a thousand members (`make bench`).
+at a thousand members (`make bench`). For up to `SMALL` members (the typical federation
+has three) it computes the same on Python lists instead (`Context.small`), since there
+a numpy call costs more than the loop it replaces; tests/federation/test_small_path.py
+holds the two to the same decisions.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .panic import panic
 from .ranking import Context, Placeable
 from .settings import DataRule, PolicySettings
 from .strategies import STRATEGIES
+from .table import SMALL, MemberTable
 from .view import FederationView
 
 TIERS = ("data", "cache", "affinity")
@@ -47,6 +51,23 @@ def data_site(request: Placeable, rules: Sequence[DataRule]) -> str | None:
         if rule.pattern.match(key):
             return rule.site
     return None
+
+
+def admissible_few(table: MemberTable, headroom: int, now: float) -> tuple[list[bool], list[int]]:
+    """Admissibility for up to `SMALL` members, on lists: (ok by member, admissible positions).
+
+    The rules of why_not(), as `place()` applies them to arrays beyond SMALL members; on
+    a few members each numpy call costs more than this loop."""
+    few = table.few
+    assert few is not None
+    ejections = table.last_ejection_end > now
+    ok, admissible = [], []
+    for i, flying in enumerate(table.in_flight_list):
+        good = few.ready[i] and few.spare[i] - flying > headroom and (not ejections or few.ejected_until[i] <= now)
+        ok.append(good)
+        if good:
+            admissible.append(i)
+    return ok, admissible
 
 
 def place(
@@ -68,22 +89,25 @@ def place(
     headroom = settings.pod_headroom
     table = view.table
 
-    # Admissibility, the rules of why_not() on arrays: written as a loop over the
-    # members, this alone would cost more than a whole decision may.
-    in_flight = table.in_flight
-    ok = table.spare - in_flight > headroom
-    ok &= table.ready
-    if table.last_ejection_end > now:
-        ok &= table.ejected_until <= now
-    admissible = ok.nonzero()[0]
-    ctx = Context(view, settings, request, site, table, ok, admissible, table.pods + in_flight)
+    small = len(table.names) <= SMALL and table.few is not None
+    if small:
+        ok, admissible = admissible_few(table, headroom, now)
+    else:
+        # Admissibility, the rules of why_not() on arrays: written as a loop over the
+        # members, this alone would cost more than a whole decision may.
+        ok = table.spare - table.in_flight > headroom
+        ok &= table.ready
+        if table.last_ejection_end > now:
+            ok &= table.ejected_until <= now
+        admissible = ok.nonzero()[0]
+    ctx = Context(view, settings, request, site, table, small, ok, admissible)
     if not len(admissible):
         return panic(ctx)
 
     ranking = strategy.rank(ctx, rng)
     for step in strategy.steps:
         ranking = step(ctx, ranking)
-    first = ranking.first(admissible)
+    first = ranking.first(ctx)
     labels = ranking.labels
     reason = "spill" if ranking.spilled else labels[ranking.group[first]]
     if sticky is not None:
@@ -92,7 +116,7 @@ def place(
             first, reason = chosen, "cookie"
 
     def order() -> list[int]:
-        ordered: list[int] = ranking.order(admissible).tolist()
+        ordered: list[int] = ranking.order(ctx.admissible).tolist()
         if ordered[0] != first:  # a sticky cookie
             ordered.remove(first)
             ordered.insert(0, first)
@@ -100,7 +124,7 @@ def place(
 
     def tiers() -> dict[int, str]:
         group = ranking.group
-        named = ((i, labels[group[i]]) for i in admissible.tolist())
+        named = ((i, labels[group[i]]) for i in ctx.admissible_list)
         return {i: label for i, label in named if label in TIERS}
 
     names = table.names

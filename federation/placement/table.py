@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import MutableMapping, Mapping, Sequence
+from typing import Any, Callable, MutableMapping, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -106,9 +106,43 @@ def rendezvous_scores(hashes: np.ndarray, weights: np.ndarray, repo_key: str) ->
     return scores
 
 
+class once:
+    """A computed attribute kept after its first read: `functools.cached_property` without
+    its lock (Python 3.11 takes one on every first read, which costs more than the lists
+    placement derives with it)."""
+
+    def __init__(self, compute: Callable[[Any], Any]):
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
+class Few(NamedTuple):
+    """A small table's arrays as Python lists: for up to `SMALL` members `place()` computes
+    on these, since a numpy call on a tiny array costs more than the loop it replaces."""
+
+    ready: list[bool]
+    ejected_until: list[float]
+    has_quota: list[bool]
+    quota: list[int]
+    pods: list[int]
+    spare: list[int]
+
+
 @dataclass(frozen=True, eq=False)
 class MemberTable:
-    """What placement reads of every member, one array per quantity, in view order."""
+    """What placement reads of every member, one array per quantity, in view order.
+
+    The in-flight counts come in two forms, `in_flight` (an array) and `in_flight_list`:
+    a table holds the one it was made with (the list for up to `SMALL` members) and
+    derives the other on first read.
+    """
 
     members: tuple[Member, ...]
     names: tuple[str, ...]
@@ -123,10 +157,23 @@ class MemberTable:
     pods: np.ndarray                      # int64: pods at the last probe; a row of quota_pods
     spare: np.ndarray                     # int64: quota - pods (UNLIMITED where capacity is unknown)
     quota_pods: np.ndarray                # int64 (2, n): quota and pods stacked, to sum both in one call
-    in_flight: np.ndarray                 # int64: launches sent there that the probe cannot show yet
     sites: Mapping[str, np.ndarray]       # data site -> members declaring it
     declared: Mapping[str, tuple[int, ...]]  # repository key -> members declaring its image cached
     python_lists: tuple[list[int], list[float]]  # hashes and weights as Python numbers, for a few members
+    few: Few | None                       # the arrays above as lists, for up to SMALL members (else None)
+
+    @once
+    def in_flight(self) -> np.ndarray:
+        """int64: launches sent there that the probe cannot show yet."""
+        return np.array(self.in_flight_list, dtype=np.int64).reshape(len(self.names))
+
+    @once
+    def in_flight_list(self) -> list[int]:
+        return self.in_flight.tolist()
+
+    def in_flight_of(self, i: int) -> int:
+        """Member `i`'s in-flight count, from whichever form the table holds."""
+        return self.in_flight_list[i] if self.few is not None else int(self.in_flight[i])
 
     def rendezvous_scores(self, repo_key: str, members: np.ndarray | None = None) -> np.ndarray:
         """The weighted rendezvous scores for one repository (higher ranks first) of
@@ -137,12 +184,28 @@ class MemberTable:
                 return rendezvous_scores(self.hashes, self.weight, repo_key)
             return rendezvous_scores(self.hashes[members], self.weight[members], repo_key)
         # A few members: Python per member costs less than a dozen numpy calls.
+        return np.array(self.scores(repo_key, None if members is None else members.tolist()),
+                        dtype=np.float64).reshape(n)
+
+    def scores(self, repo_key: str, members: list[int] | None = None) -> list[float]:
+        """`rendezvous_scores` one member at a time, as a list (for a few members)."""
         hashes, weights = self.python_lists
-        if members is not None:
-            chosen = members.tolist()
-            hashes, weights = [hashes[i] for i in chosen], [weights[i] for i in chosen]
         r = key_hash(repo_key)
-        return np.array([unit_score(fmix64(h ^ r), w) for h, w in zip(hashes, weights)], dtype=np.float64).reshape(n)
+        scores = []
+        for i in range(len(hashes)) if members is None else members:
+            # unit_score(fmix64(h ^ r), w), inlined: the calls cost more than the arithmetic
+            h, w = hashes[i], weights[i]
+            if w <= 0:
+                scores.append(-math.inf)
+                continue
+            x = h ^ r
+            x ^= x >> 33
+            x = (x * _C1) & _MASK
+            x ^= x >> 33
+            x = (x * _C2) & _MASK
+            x ^= x >> 33
+            scores.append(w / -math.log(((x >> 11) + 0.5) * _UNIT))
+        return scores
 
     @classmethod
     def of(cls, views: Sequence[MemberView], hashes: MutableMapping[str, int] | None = None) -> MemberTable:
@@ -159,8 +222,10 @@ class MemberTable:
         ]
         quotas = [v.status.quota for v in views]
         pods = [v.status.total_pods for v in views]
-        quota_pods = np.array([[q or 0 for q in quotas], pods], dtype=np.int64).reshape(2, n)
-        has_quota = np.array([q is not None for q in quotas], dtype=bool).reshape(n)
+        quota_list = [q or 0 for q in quotas]
+        has_quota_list = [q is not None for q in quotas]
+        quota_pods = np.array([quota_list, pods], dtype=np.int64).reshape(2, n)
+        has_quota = np.array(has_quota_list, dtype=bool).reshape(n)
         known = hashes if hashes is not None else {}
         member_hashes = []
         for name in names:
@@ -176,7 +241,10 @@ class MemberTable:
                 sites.setdefault(site, []).append(i)
             for repo in m.cached_repos:
                 declared.setdefault(repo, []).append(i)
-        return cls(
+        in_flight = [v.in_flight for v in views]
+        spare = np.where(has_quota, quota_pods[0] - quota_pods[1], UNLIMITED)
+        few = Few(ready, ejected_until, has_quota_list, quota_list, pods, spare.tolist()) if n <= SMALL else None
+        table = cls(
             members=members,
             names=names,
             index={name: i for i, name in enumerate(names)},
@@ -189,15 +257,27 @@ class MemberTable:
             quota=quota_pods[0],
             pods=quota_pods[1],
             quota_pods=quota_pods,
-            spare=np.where(has_quota, quota_pods[0] - quota_pods[1], UNLIMITED),
-            in_flight=np.array([v.in_flight for v in views], dtype=np.int64).reshape(n),
+            spare=spare,
             sites={site: np.array(ix, dtype=np.intp) for site, ix in sites.items()},
             declared={repo: tuple(ix) for repo, ix in declared.items()},
             python_lists=(member_hashes, [float(w) for w in weights]),
+            few=few,
         )
+        table.__dict__["in_flight_list" if few is not None else "in_flight"] = (
+            in_flight if few is not None else np.array(in_flight, dtype=np.int64).reshape(n))
+        return table
 
     def with_in_flight(self, in_flight: Mapping[str, int]) -> MemberTable:
         """The same table with other in-flight counts (members not named have none)."""
+        # A shallow copy by hand: dataclasses.replace() or copy.copy() cost more than the rest of this.
+        table = object.__new__(MemberTable)
+        fields = table.__dict__
+        fields.update(self.__dict__)
+        if self.few is not None:  # a few members: a list; the array only if somebody reads it
+            fields.pop("in_flight", None)
+            fields["in_flight_list"] = [int(in_flight.get(name, 0)) for name in self.names]
+            return table
+        fields.pop("in_flight_list", None)
         counts = np.zeros(len(self.names), dtype=np.int64)
         index = self.index
         if len(in_flight) <= SMALL:
@@ -210,9 +290,5 @@ class MemberTable:
             if named:
                 positions, values = zip(*named)
                 counts[list(positions)] = values
-        # A shallow copy by hand: dataclasses.replace() or copy.copy() cost more than the rest of this.
-        table = object.__new__(MemberTable)
-        fields = table.__dict__
-        fields.update(self.__dict__)
         fields["in_flight"] = counts
         return table

@@ -49,7 +49,7 @@ class FederationView:
     @property
     def members(self) -> tuple[MemberView, ...]:
         if self._members is None:
-            counts = self.table.in_flight.tolist()
+            counts = self.table.in_flight_list
             self._members = tuple(self._counted(i, count) for i, count in enumerate(counts))
         return self._members
 
@@ -64,7 +64,7 @@ class FederationView:
         if i is None:
             return None
         if self._members is None:  # one member of a builder's view: leave the others unbuilt
-            return self._counted(i, int(self.table.in_flight[i]))
+            return self._counted(i, self.table.in_flight_of(i))
         return self._members[i]
 
     def _counted(self, i: int, count: int) -> MemberView:

@@ -11,4 +11,6 @@ from ..ranking import Context, Ranking
 
 def rank(ctx: Context, rng: random.Random) -> Ranking:
     """Every admissible member by its rendezvous score for the repository (federation.placement.table)."""
-    return Ranking(np.zeros(len(ctx.ok), dtype=np.int8), ctx.rendezvous_keys, ("rendezvous",))
+    n = len(ctx.table.names)
+    group = [0] * n if ctx.small else np.zeros(n, dtype=np.int8)  # a list for a few members (Context)
+    return Ranking(group, ctx.rendezvous_keys, ("rendezvous",))

@@ -17,11 +17,20 @@ from ..ranking import Context, Ranking
 def rank(ctx: Context, rng: random.Random) -> Ranking:
     labels = _explicit_tiers(ctx.settings.tiers)
     affinity = len(labels)
-    group = np.empty(len(ctx.ok), dtype=np.int8)
-    group.fill(affinity)
+    n = len(ctx.table.names)
+    if ctx.small:  # a few members: a list costs less than the numpy calls that fill an array
+        group: list[int] | np.ndarray = [affinity] * n
+    else:
+        group = np.empty(n, dtype=np.int8)
+        group.fill(affinity)
     for position in range(affinity - 1, -1, -1):  # the first tier selecting a member wins
         chosen = _tier_members(ctx, labels[position])
-        if chosen:
+        if not chosen:
+            continue
+        if ctx.small:
+            for i in chosen:
+                group[i] = position
+        else:
             group[chosen] = position
     return Ranking(group, ctx.rendezvous_keys, (*labels, "affinity"))
 
