@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from itertools import repeat
 from dataclasses import dataclass
 from typing import Any, Callable, MutableMapping, Mapping, NamedTuple, Sequence
 
@@ -285,10 +286,11 @@ class MemberTable:
                 i = index.get(name)
                 if i is not None:
                     counts[i] = count
-        else:  # one array assignment: one per member costs more beyond a few
-            named = [(index[name], count) for name, count in in_flight.items() if name in index]
-            if named:
-                positions, values = zip(*named)
-                counts[list(positions)] = values
+        else:  # C-level passes and one array assignment: a Python loop per member costs twice as much
+            k = len(in_flight)
+            positions = np.fromiter(map(index.get, in_flight, repeat(-1)), dtype=np.intp, count=k)
+            values = np.fromiter(in_flight.values(), dtype=np.int64, count=k)
+            known = positions >= 0   # members that left the view since the store counted them
+            counts[positions[known]] = values[known]
         fields["in_flight"] = counts
         return table

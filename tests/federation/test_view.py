@@ -84,3 +84,14 @@ def test_a_view_keeps_the_in_flight_counts_it_was_built_with():
     in_flight["m1"] = 7
     assert view.by_name("m1").in_flight == 2
     assert [m.in_flight for m in view.members if m.name == "m1"] == [2]
+
+
+def test_in_flight_counts_of_many_members_land_on_their_members_and_unknown_names_are_dropped():
+    """Beyond a few members the counts are placed with array operations: each on its own
+    member, none on a member the view does not hold (one that left since the store counted it)."""
+    builder = ViewBuilder()
+    in_flight = {f"m{i}": i + 1 for i in range(0, 12, 2)} | {"gone": 5, "also-gone": 2, "m11": 7}
+    view = builder.build(MEMBERS, STATUSES, in_flight, {}, {}, {}, NOW)
+    expected = [in_flight.get(m.name, 0) for m in MEMBERS]
+    assert view.table.in_flight.tolist() == expected
+    assert [view.by_name(m.name).in_flight for m in MEMBERS] == expected
