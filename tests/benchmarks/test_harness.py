@@ -5,12 +5,14 @@ tables say they measure."""
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
-from benchmarks import load, probing, profile
+from benchmarks import load, membership, probing, profile
 from benchmarks.load import Server, get, run_load
 from benchmarks.redirect import router_args
 from benchmarks.target import QUOTA
+from hub.devhub import DevHub, DevHubSettings
 from tests.support.redis_proc import free_port
 
 PATH = "/build/gh/org/repo7/HEAD?urlpath=lab"
@@ -90,3 +92,21 @@ def test_profile_attributes_a_sample_to_its_innermost_item():
     assert profile.classify(handler + ["admit (router/launch.py:70)"]) == profile.HANDLER
     assert profile.classify(["RequestHandler.start (aiohttp/web_protocol.py:500)"]) == profile.AIOHTTP
     assert profile.classify(["_run_once (asyncio/base_events.py:1900)"]) == profile.OTHER
+
+
+async def test_the_membership_benchmark_sees_a_drain_reach_the_other_replica(redis_url, monkeypatch):
+    """`make bench`'s admin-drain figure runs against what replicas really do (a replica
+    reads its snapshot of the store): it once asserted that the very next launch on the
+    other replica avoided the drained member, which the snapshot no longer promises, and
+    failed. One trial, no timing asserted."""
+    monkeypatch.setattr(membership, "TRIALS", 1)
+    hubs = [DevHub(DevHubSettings(name="alpha")), DevHub(DevHubSettings(name="beta"))]
+    for hub in hubs:
+        await hub.start()
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            samples = await membership.admin_drain(http, hubs, redis_url)
+    finally:
+        for hub in hubs:
+            await hub.stop()
+    assert len(samples) == 1 and samples[0] > 0
