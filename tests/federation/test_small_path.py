@@ -137,3 +137,63 @@ def test_a_builder_table_holds_the_same_in_flight_counts_in_both_forms():
         assert table.in_flight_list == expected
         assert table.in_flight.tolist() == expected and table.in_flight.dtype == np.int64
         assert [table.in_flight_of(i) for i in range(3)] == expected
+
+
+def boundary_federation(ejected_until: float):
+    """Alpha holds the launch's image and sits exactly at bounded load's floor: with
+    epsilon 1 the bound is max(2 x 9/44, 1/2) = 1/2 at this low load, and alpha runs 5 of
+    10. Gamma (3 of 4) is over it, so bounded load has somebody to pass over."""
+    def healthy(name: str, quota: int, pods: int) -> MemberStatus:
+        return MemberStatus(name=name, state=MemberState.HEALTHY, quota=quota, has_quota=True, total_pods=pods,
+                            checked_at=NOW - 5)
+
+    members = [Member(name="alpha", url="https://alpha.example.org", cached_repos=("gh/a/one",)),
+               Member(name="beta", url="https://beta.example.org"),
+               Member(name="gamma", url="https://gamma.example.org")]
+    statuses = {"alpha": healthy("alpha", 10, 5), "beta": healthy("beta", 30, 0), "gamma": healthy("gamma", 4, 3)}
+    return members, statuses, {}, {}, {"alpha": ejected_until}, {}
+
+
+@pytest.mark.parametrize("ejected_until, on_alpha", [
+    (0.0, True),       # exactly at the load bound is not over it: alpha keeps the launch, as "cache"
+    (NOW, True),       # an ejection ending this instant is over
+    (NOW + 1, False),  # still ejected: somebody else
+])
+def test_both_paths_agree_on_the_boundaries(monkeypatch, ejected_until, on_alpha):
+    """The comparisons that the random cases rarely hit exactly: a load equal to the bound,
+    an ejection ending at this instant. Both paths agree, and the answer itself is pinned."""
+    parts = boundary_federation(ejected_until)
+    settings = PolicySettings(strategy="bounded-affinity", pod_headroom=0, epsilon=1.0)
+    for view in (hand_built(*parts), ViewBuilder().build(*parts, NOW)):
+        few = decide(view, Launch("gh/a/one", None), settings, 0, None)
+        with monkeypatch.context() as patch:
+            patch.setattr(place_module, "SMALL", 0)
+            arrays = decide(view, Launch("gh/a/one", None), settings, 0, None)
+        assert few == arrays
+        if on_alpha:
+            assert (few[0].name, few[1]) == ("alpha", "cache")
+        else:
+            assert few[0].name != "alpha"
+
+
+def test_both_paths_pass_over_exactly_the_members_above_the_bound(monkeypatch):
+    """Alpha (the image holder, 3 of 4) is over the bound of 1/2, so the launch spills;
+    beta sits exactly at it (5 of 10) and is not passed over, so rendezvous order decides
+    between beta and gamma, and for gh/a/one beta ranks first."""
+    def healthy(name: str, quota: int, pods: int) -> MemberStatus:
+        return MemberStatus(name=name, state=MemberState.HEALTHY, quota=quota, has_quota=True, total_pods=pods,
+                            checked_at=NOW - 5)
+
+    members = [Member(name="alpha", url="https://alpha.example.org", cached_repos=("gh/a/one",)),
+               Member(name="beta", url="https://beta.example.org"),
+               Member(name="gamma", url="https://gamma.example.org")]
+    statuses = {"alpha": healthy("alpha", 4, 3), "beta": healthy("beta", 10, 5), "gamma": healthy("gamma", 30, 0)}
+    parts = (members, statuses, {}, {}, {}, {})
+    settings = PolicySettings(strategy="bounded-affinity", pod_headroom=0, epsilon=1.0)
+    for view in (hand_built(*parts), ViewBuilder().build(*parts, NOW)):
+        few = decide(view, Launch("gh/a/one", None), settings, 0, None)
+        with monkeypatch.context() as patch:
+            patch.setattr(place_module, "SMALL", 0)
+            arrays = decide(view, Launch("gh/a/one", None), settings, 0, None)
+        assert few == arrays
+        assert (few[0].name, few[1]) == ("beta", "spill") and few[4] == ("beta", "gamma", "alpha")
