@@ -92,6 +92,20 @@ def decide(view: FederationView, launch: Launch, settings: PolicySettings, seed:
     return (d.member, d.reason, d.strategy, d.data_site, tuple(d.ranking), tuple(d.candidates), rng.random())
 
 
+def both_paths(monkeypatch, view: FederationView, launch: Launch, settings: PolicySettings, seed: int,
+               sticky: str | None):
+    """`decide` on the few-member path, then on the array path (as beyond SMALL members)."""
+    few = decide(view, launch, settings, seed, sticky)
+    with monkeypatch.context() as patch:
+        patch.setattr(place_module, "SMALL", 0)
+        return few, decide(view, launch, settings, seed, sticky)
+
+
+def healthy(name: str, quota: int, pods: int) -> MemberStatus:
+    return MemberStatus(name=name, state=MemberState.HEALTHY, quota=quota, has_quota=True, total_pods=pods,
+                        checked_at=NOW - 5)
+
+
 @pytest.fixture
 def strategies(monkeypatch):
     monkeypatch.setitem(STRATEGIES, "numpy-only", Strategy(numpy_only, steps=(bounded_load,)))
@@ -115,10 +129,7 @@ def test_the_few_member_path_decides_as_the_array_path(monkeypatch, strategies):
         views = (hand_built(*parts), builder.build(*parts, NOW))
         for view in views:
             assert view.table.few is not None and len(view.table.names) <= SMALL  # the few-member path runs
-            few = decide(view, launch, settings, case, sticky)
-            with monkeypatch.context() as patch:
-                patch.setattr(place_module, "SMALL", 0)  # the array path, as beyond SMALL members
-                arrays = decide(view, launch, settings, case, sticky)
+            few, arrays = both_paths(monkeypatch, view, launch, settings, case, sticky)
             assert few == arrays, (case, settings, sticky, parts)
             reasons[few[1]] += 1
     # The cases reach every branch worth comparing.
@@ -143,10 +154,6 @@ def boundary_federation(ejected_until: float):
     """Alpha holds the launch's image and sits exactly at bounded load's floor: with
     epsilon 1 the bound is max(2 x 9/44, 1/2) = 1/2 at this low load, and alpha runs 5 of
     10. Gamma (3 of 4) is over it, so bounded load has somebody to pass over."""
-    def healthy(name: str, quota: int, pods: int) -> MemberStatus:
-        return MemberStatus(name=name, state=MemberState.HEALTHY, quota=quota, has_quota=True, total_pods=pods,
-                            checked_at=NOW - 5)
-
     members = [Member(name="alpha", url="https://alpha.example.org", cached_repos=("gh/a/one",)),
                Member(name="beta", url="https://beta.example.org"),
                Member(name="gamma", url="https://gamma.example.org")]
@@ -165,10 +172,7 @@ def test_both_paths_agree_on_the_boundaries(monkeypatch, ejected_until, on_alpha
     parts = boundary_federation(ejected_until)
     settings = PolicySettings(strategy="bounded-affinity", pod_headroom=0, epsilon=1.0)
     for view in (hand_built(*parts), ViewBuilder().build(*parts, NOW)):
-        few = decide(view, Launch("gh/a/one", None), settings, 0, None)
-        with monkeypatch.context() as patch:
-            patch.setattr(place_module, "SMALL", 0)
-            arrays = decide(view, Launch("gh/a/one", None), settings, 0, None)
+        few, arrays = both_paths(monkeypatch, view, Launch("gh/a/one", None), settings, 0, None)
         assert few == arrays
         if on_alpha:
             assert (few[0].name, few[1]) == ("alpha", "cache")
@@ -180,10 +184,6 @@ def test_both_paths_pass_over_exactly_the_members_above_the_bound(monkeypatch):
     """Alpha (the image holder, 3 of 4) is over the bound of 1/2, so the launch spills;
     beta sits exactly at it (5 of 10) and is not passed over, so rendezvous order decides
     between beta and gamma, and for gh/a/one beta ranks first."""
-    def healthy(name: str, quota: int, pods: int) -> MemberStatus:
-        return MemberStatus(name=name, state=MemberState.HEALTHY, quota=quota, has_quota=True, total_pods=pods,
-                            checked_at=NOW - 5)
-
     members = [Member(name="alpha", url="https://alpha.example.org", cached_repos=("gh/a/one",)),
                Member(name="beta", url="https://beta.example.org"),
                Member(name="gamma", url="https://gamma.example.org")]
@@ -191,9 +191,6 @@ def test_both_paths_pass_over_exactly_the_members_above_the_bound(monkeypatch):
     parts = (members, statuses, {}, {}, {}, {})
     settings = PolicySettings(strategy="bounded-affinity", pod_headroom=0, epsilon=1.0)
     for view in (hand_built(*parts), ViewBuilder().build(*parts, NOW)):
-        few = decide(view, Launch("gh/a/one", None), settings, 0, None)
-        with monkeypatch.context() as patch:
-            patch.setattr(place_module, "SMALL", 0)
-            arrays = decide(view, Launch("gh/a/one", None), settings, 0, None)
+        few, arrays = both_paths(monkeypatch, view, Launch("gh/a/one", None), settings, 0, None)
         assert few == arrays
         assert (few[0].name, few[1]) == ("beta", "spill") and few[4] == ("beta", "gamma", "alpha")
