@@ -30,8 +30,6 @@ class Batch(Generic[Item, Answer]):
         self.max_items = max_items
         self._pending: list[tuple[Item, asyncio.Future[Answer]]] = []
         self._sending: set[asyncio.Task[None]] = set()
-        self.sends = 0   # batches sent (for tests and benchmarks: items per round trip)
-        self.items = 0
 
     async def submit(self, item: Item) -> Answer:
         loop = asyncio.get_running_loop()
@@ -50,8 +48,6 @@ class Batch(Generic[Item, Answer]):
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[tuple[Item, asyncio.Future[Answer]]]) -> None:
-        self.sends += 1
-        self.items += len(batch)
         try:
             answers = await self.send([item for item, _ in batch])
             if len(answers) != len(batch):
